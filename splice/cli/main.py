@@ -1,0 +1,271 @@
+"""``splice``: run and validate integrations, inspect executions and their logs.
+
+Exit codes: 0 succeeded, 1 the execution failed, 2 invalid command line,
+3 invalid definition or config value, 4 the store or sandbox is broken.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from splice.errors import ConfigError, DefinitionError, OperatorError, SpliceError
+
+EXIT_SUCCEEDED = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INVALID = 3
+EXIT_OPERATOR = 4
+
+stderr = Console(stderr=True, highlight=False)
+
+RUN_EPILOG = """
+\b
+Examples:
+  splice run examples/invoice-sync/integration.yaml \\
+      --config inbox=examples/invoice-sync/invoices \\
+      --config accounting_url=http://127.0.0.1:8700 \\
+      --config accounting.api_key=KEY
+  SPLICE_CONFIG_ACCOUNTING__API_KEY=KEY splice run integration.yaml --config-file prod.yaml
+  echo '{"id": 7}' | splice run integration.yaml --input -
+"""
+
+
+class _Context:
+    def __init__(self, verbose: int) -> None:
+        self.verbose = verbose
+
+
+def _fail(ctx: click.Context, error: BaseException) -> None:
+    """Print an error the way the CLI promises (cause, then the traceback with -v) and exit."""
+    verbose = ctx.find_object(_Context).verbose if ctx.find_object(_Context) else 0
+    if isinstance(error, DefinitionError | ConfigError):
+        code = EXIT_INVALID
+    elif isinstance(error, OperatorError):
+        code = EXIT_OPERATOR
+    else:
+        code = EXIT_FAILED
+    stderr.print(f"[bold red]error:[/] {error}", markup=True, soft_wrap=True)
+    cause = error.__cause__
+    while cause is not None:
+        stderr.print(f"  caused by: {type(cause).__name__}: {cause}", soft_wrap=True)
+        cause = cause.__cause__
+    if verbose:
+        import traceback
+
+        stderr.print("".join(traceback.format_exception(error)), markup=False)
+    ctx.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", count=True, help="Show tracebacks and debug logs (repeat for more).")
+@click.version_option(package_name="splice")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """Splice runs integrations: fetch, transform with your Python, deliver, record every step.
+
+    Settings come from SPLICE_* environment variables; see docs/settings.md.
+    """
+    ctx.obj = _Context(verbose)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.command(epilog=RUN_EPILOG)
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--flow", help="Flow to run; needed when the integration has several.")
+@click.option("--config", "assignments", multiple=True, metavar="NAME=VALUE",
+              help="Set a config value; a connection field as NAME.FIELD=VALUE. Repeatable. "
+                   "Environment: SPLICE_CONFIG_NAME, SPLICE_CONFIG_NAME__FIELD.")
+@click.option("--config-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="YAML or JSON mapping of config values (connections as nested mappings).")
+@click.option("--input", "input_file", metavar="FILE|-",
+              help="JSON given to the flow as trigger.body ('-' reads standard input); "
+                   "a file that is not JSON is passed as text.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the result, no timeline.")
+@click.pass_context
+def run(ctx: click.Context, file: Path, flow: str | None, assignments: tuple[str, ...],
+        config_file: Path | None, input_file: str | None, quiet: bool) -> None:
+    """Run a flow of the integration in FILE locally and print its result as JSON.
+
+    The result goes to standard output; progress and the step timeline go to standard error.
+    Exit code 0 means the execution succeeded, 1 that it failed, 3 that the definition or a
+    config value is invalid, 4 that the record store or the sandbox is broken.
+    """
+    from splice.local import LocalRun
+
+    try:
+        trigger = {"type": "manual", "body": _read_input(input_file)}
+        with LocalRun.open() as local:
+            outcome = local.run(file, flow=flow, assignments=assignments,
+                                config_file=config_file, trigger=trigger, quiet=quiet,
+                                console=stderr)
+    except (SpliceError, OSError) as error:
+        _fail(ctx, error)
+        return
+    from splice.cli.render import to_json
+
+    click.echo(to_json(outcome.result))
+    ctx.exit(EXIT_SUCCEEDED if outcome.status == "succeeded" else EXIT_FAILED)
+
+
+def _read_input(input_file: str | None) -> Any:
+    if input_file is None:
+        return None
+    if input_file == "-":
+        text = sys.stdin.read()
+    else:
+        path = Path(input_file)
+        if not path.is_file():
+            raise ConfigError(f"input file {input_file!r} not found", variable="--input",
+                              fix="give a readable JSON file, or - for standard input")
+        text = path.read_text(encoding="utf-8-sig")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def validate(ctx: click.Context, file: Path) -> None:
+    """Check the integration in FILE without running it (exit code 3 when invalid)."""
+    from splice.definition import load_integration
+
+    try:
+        integration = load_integration(file)
+    except SpliceError as error:
+        _fail(ctx, error)
+        return
+    flows = ", ".join(f"{name} ({len(flow.steps)} steps)" for name, flow in
+                      integration.flows.items())
+    stderr.print(f"[green]valid[/]: {integration.key} {integration.version or ''} — flows: {flows}")
+
+
+@cli.group()
+def executions() -> None:
+    """List and inspect recorded executions."""
+
+
+@executions.command("list")
+@click.option("--status", type=click.Choice(["running", "succeeded", "failed"]))
+@click.option("--integration", help="Only executions of this integration key.")
+@click.option("--flow", help="Only executions of this flow.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+@click.pass_context
+def list_executions(ctx: click.Context, status: str | None, integration: str | None,
+                    flow: str | None, limit: int, as_json: bool) -> None:
+    """List recent executions, newest first."""
+    from splice.cli.render import execution_table
+    from splice.local import open_store
+
+    try:
+        with open_store() as store:
+            records = store.list_executions(status=status, integration=integration, flow=flow,
+                                            limit=limit)
+    except SpliceError as error:
+        _fail(ctx, error)
+        return
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(_execution_json(record), default=str))
+        return
+    Console(highlight=False).print(execution_table(records))
+
+
+def _execution_json(record: Any) -> dict[str, Any]:
+    fields = ("id", "integration_key", "integration_version", "flow", "trigger_type", "status",
+              "created_at", "started_at", "ended_at", "error_type", "error_message",
+              "failed_step", "step_runs", "continued_failures")
+    return {name: getattr(record, name) for name in fields}
+
+
+@executions.command("show")
+@click.argument("execution_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the record and step runs as JSON.")
+@click.pass_context
+def show_execution(ctx: click.Context, execution_id: str, as_json: bool) -> None:
+    """Show one execution: status, timeline of step runs with sizes, and every failure."""
+    from splice.cli.render import describe_failure, failed_runs, format_duration, timeline_table
+    from splice.local import open_store
+
+    try:
+        with open_store() as store:
+            record = store.get_execution(execution_id)
+            if record is None:
+                raise ConfigError("no execution with this id (or unique id prefix)",
+                                  variable=execution_id, source="EXECUTION_ID",
+                                  fix="list ids with `splice executions list`")
+            runs = store.step_runs(record.id)
+    except SpliceError as error:
+        _fail(ctx, error)
+        return
+    if as_json:
+        data = _execution_json(record)
+        data["step_runs_detail"] = [
+            {key: getattr(run, key) for key in ("path", "kind", "action", "status", "attempt",
+                                                 "started_at", "ended_at", "input_size",
+                                                 "output_size", "output_blob", "error_type",
+                                                 "error_message", "continued")}
+            for run in runs
+        ]
+        click.echo(json.dumps(data, default=str, indent=2))
+        return
+    console = Console(highlight=False)
+    console.print(f"[bold]execution[/] {record.id}")
+    console.print(f"  integration {record.integration_key} {record.integration_version or ''}"
+                  f" · flow {record.flow} · trigger {record.trigger_type}")
+    console.print(f"  status [bold]{record.status}[/] · duration "
+                  f"{format_duration(record.duration)} · {record.step_runs} step runs · "
+                  f"{record.continued_failures} continued failures")
+    if record.error_message:
+        console.print(f"  [red]error[/] {record.error_type}: {record.error_message}",
+                      markup=True)
+    console.print(timeline_table(runs))
+    failures = failed_runs(runs)
+    if failures:
+        console.print("[bold]failures[/]")
+        for run in failures:
+            console.print("  " + describe_failure(run), markup=False)
+
+
+@cli.command()
+@click.argument("execution_id")
+@click.option("--step", help="Only lines of step paths starting with this.")
+@click.pass_context
+def logs(ctx: click.Context, execution_id: str, step: str | None) -> None:
+    """Print the log lines of an execution."""
+    from splice.local import open_store
+
+    try:
+        with open_store() as store:
+            record = store.get_execution(execution_id)
+            if record is None:
+                raise ConfigError("no execution with this id (or unique id prefix)",
+                                  variable=execution_id, source="EXECUTION_ID",
+                                  fix="list ids with `splice executions list`")
+            lines = store.logs(record.id)
+    except SpliceError as error:
+        _fail(ctx, error)
+        return
+    for line in lines:
+        if step and not (line["step_path"] or "").startswith(step):
+            continue
+        stamp = line["time"].strftime("%H:%M:%S.%f")[:-3]
+        click.echo(f"{stamp} {line['level']:<7} {line['step_path'] or '-'}: {line['message']}")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    cli(prog_name="splice")

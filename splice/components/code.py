@@ -1,0 +1,85 @@
+"""``code.run``: call a function of customer Python code with the step's arguments."""
+
+from __future__ import annotations
+
+import hashlib
+import linecache
+import types
+from typing import Any
+
+from splice.sdk import ActionContext, ActionError, Component, Input
+
+component = Component("code", description="Customer Python code")
+
+# File names under which customer code is compiled, so tracebacks can keep only its frames.
+CUSTOMER_FILENAMES: set[str] = set()
+
+
+@component.action(
+    inputs={
+        "file": Input("string", description="a .py file next to the definition"),
+        "source": Input("string", description="inline Python source, instead of `file`"),
+        "function": Input("string", default="run", description="the function to call"),
+        "args": Input("object", default={}, description="keyword arguments of the call"),
+    },
+    output="whatever the function returns",
+)
+def run(
+    context: ActionContext,
+    *,
+    file: str | None,
+    source: str | None,
+    function: str,
+    args: dict[str, Any],
+) -> Any:
+    """Call ``function(context, **args)`` of the customer module and return its result."""
+    module = _module(context, file, source)
+    target = getattr(module, function, None)
+    if not callable(target):
+        raise ActionError(
+            f"code {file or '<source>'!r} has no function {function!r}; "
+            f"define `def {function}(context, **args):`",
+            retryable=False,
+        )
+    return target(context, **args)
+
+
+def _module(context: ActionContext, file: str | None, source: str | None) -> types.ModuleType:
+    """Compile the customer module once per execution and keep it for later steps."""
+    cache: dict[str, types.ModuleType] = context.resources.setdefault("code.modules", {})
+    if file is not None:
+        key, filename = f"file:{file}", file
+        text = context.sources.get(file)
+        if text is None:
+            raise ActionError(
+                f"code file {file!r} was not loaded with the definition; "
+                "name it as a literal `file:` input of a code.run step",
+                retryable=False,
+            )
+    elif source is not None:
+        digest = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()[:12]
+        key, filename, text = f"source:{digest}", f"<{context.step.split('.')[-1]}>", source
+    else:
+        raise ActionError("code.run needs `file` or `source`", retryable=False)
+    module = cache.get(key)
+    if module is None:
+        module = _compile(text, filename)
+        cache[key] = module
+    return module
+
+
+def _compile(text: str, filename: str) -> types.ModuleType:
+    name = filename.removesuffix(".py").replace("/", ".").strip("<>") or "customer_code"
+    module = types.ModuleType(name)
+    module.__file__ = filename
+    lines = text.splitlines(keepends=True)
+    linecache.cache[filename] = (len(text), None, lines, filename)
+    CUSTOMER_FILENAMES.add(filename)
+    try:
+        code = compile(text, filename, "exec")
+    except SyntaxError as error:
+        raise ActionError(
+            f"invalid Python in {filename!r} line {error.lineno}: {error.msg}", retryable=False
+        ) from None
+    exec(code, module.__dict__)  # customer code, confined by the sandbox it runs in
+    return module

@@ -1,0 +1,250 @@
+"""Load an integration definition from YAML or a Python module, with located errors."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError
+
+from splice.definition.model import Integration
+from splice.definition.validate import Located, validate_integration
+from splice.errors import DefinitionError, Problem
+
+
+def load_integration(path: str | Path) -> Integration:
+    """Load, validate and return the integration defined in a ``.yaml``/``.yml`` or ``.py`` file.
+
+    Raises DefinitionError listing every problem, each with file, line, column and fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DefinitionError(
+            [Problem(f"file {str(path)!r} not found", fix="check the path to the definition")]
+        )
+    if path.suffix == ".py":
+        integration = _load_python(path)
+        positions = None
+    else:
+        document = _read_yaml(path)
+        integration = _validate_model(document, path)
+        positions = document
+    problems, sources = validate_integration(integration, base_dir=path.parent)
+    if problems:
+        raise DefinitionError([_locate(p, path, positions) for p in problems])
+    integration._source_path = str(path)
+    integration._sources = sources
+    return integration
+
+
+def load_integration_text(text: str, *, name: str = "<definition>", base_dir: Path) -> Integration:
+    """Load a YAML definition given as text, resolving code files against ``base_dir``."""
+    document = _parse_yaml(text, Path(name))
+    integration = _validate_model(document, Path(name))
+    problems, sources = validate_integration(integration, base_dir=base_dir)
+    if problems:
+        raise DefinitionError([_locate(p, Path(name), document) for p in problems])
+    integration._source_path = name
+    integration._sources = sources
+    return integration
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DefinitionError(
+            [Problem(f"not valid UTF-8 at byte {error.start}", file=str(path), fix="save as UTF-8")]
+        ) from None
+    return _parse_yaml(text, path)
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    yaml = YAML(typ="rt")
+    try:
+        document = yaml.load(text)
+    except DuplicateKeyError as error:
+        mark = error.problem_mark
+        raise DefinitionError(
+            [
+                Problem(
+                    f"duplicate key: {error.problem}",
+                    file=str(path),
+                    line=mark.line + 1 if mark else None,
+                    column=mark.column + 1 if mark else None,
+                    fix="remove or rename one of the two entries",
+                )
+            ]
+        ) from None
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        raise DefinitionError(
+            [
+                Problem(
+                    f"invalid YAML: {error.problem or error.context}",
+                    file=str(path),
+                    line=mark.line + 1 if mark else None,
+                    column=mark.column + 1 if mark else None,
+                    fix="fix the YAML syntax at this position",
+                )
+            ]
+        ) from None
+    if not isinstance(document, CommentedMap):
+        raise DefinitionError(
+            [
+                Problem(
+                    "the definition must be a mapping with `key`, `name` and `flows`",
+                    file=str(path),
+                    line=1,
+                    column=1,
+                    fix="start the file with `key: my-integration`",
+                )
+            ]
+        )
+    return document
+
+
+def _plain(node: Any) -> Any:
+    """Turn ruamel's round-trip nodes into plain Python values."""
+    if isinstance(node, CommentedMap):
+        return {str(key): _plain(value) for key, value in node.items()}
+    if isinstance(node, CommentedSeq):
+        return [_plain(item) for item in node]
+    if isinstance(node, bool):
+        return bool(node)
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, datetime.date | datetime.datetime):
+        return node.isoformat()
+    return node
+
+
+def _validate_model(document: Any, path: Path) -> Integration:
+    try:
+        return Integration.model_validate(_plain(document))
+    except ValidationError as error:
+        problems = [_problem_from_pydantic(e) for e in error.errors(include_url=False)]
+        raise DefinitionError([_locate(p, path, document) for p in problems]) from None
+
+
+def _problem_from_pydantic(error: ErrorDetails) -> Located:
+    loc = [part for part in error["loc"] if part not in ("action", "loop", "branch")]
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return Located(
+            loc, f"unknown key {loc[-1]!r}", "remove it or check its spelling", on_key=True
+        )
+    if kind == "missing":
+        return Located(loc[:-1], f"missing required key {loc[-1]!r}", f"add `{loc[-1]}:`")
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    value = error.get("input")
+    shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
+    return Located(loc, message + shown, _fix_for(kind))
+
+
+def _fix_for(kind: str) -> str:
+    return {
+        "literal_error": "use one of the allowed values",
+        "string_pattern_mismatch": "use lower-case letters, digits, _ (and - in keys)",
+        "step_kind": "add `action: component.action`, `loop: ...` with `steps:`, or `branch:`",
+        "too_short": "add at least one entry",
+    }.get(kind, "")
+
+
+def _locate(problem: Located | Problem, path: Path, document: Any) -> Problem:
+    if isinstance(problem, Problem):
+        return problem
+    line, column = _position(document, problem.loc, on_key=problem.on_key)
+    return Problem(
+        problem.message,
+        file=str(path),
+        line=line,
+        column=column,
+        path=_describe(document, problem.loc),
+        fix=problem.fix,
+    )
+
+
+def _position(
+    document: Any, loc: Sequence[str | int], *, on_key: bool
+) -> tuple[int | None, int | None]:
+    """Walk the YAML tree along ``loc`` and return the 1-based position of the deepest node."""
+    if document is None:
+        return None, None
+    node = document
+    line, column = 0, 0
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        if isinstance(node, CommentedMap) and part in node:
+            line, column = node.lc.key(part) if (last and on_key) else node.lc.value(part)
+            node = node[part]
+        elif isinstance(node, CommentedMap) and part == "else_" and "else" in node:
+            line, column = node.lc.value("else")
+            node = node["else"]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            line, column = node.lc.item(part)
+            node = node[part]
+        else:
+            break
+    return line + 1, column + 1
+
+
+def _describe(document: Any, loc: Iterable[str | int]) -> str:
+    """Render a location as ``flows.sync.steps[1] (invoices).inputs``."""
+    text = ""
+    node = document
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("id"), str):
+                text += f" ({node['id']})"
+        else:
+            text += ("." if text else "") + ("else" if part == "else_" else str(part))
+            node = node.get(part) if isinstance(node, dict) else None
+    return text
+
+
+def _load_python(path: Path) -> Integration:
+    """Import a code-native definition: a module with a top-level ``integration`` object."""
+    module_name = f"splice_definition_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise DefinitionError([Problem("cannot import this file as Python", file=str(path))])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except ValidationError as error:
+        problems = [_problem_from_pydantic(e) for e in error.errors(include_url=False)]
+        raise DefinitionError([_locate(p, path, None) for p in problems]) from None
+    finally:
+        sys.modules.pop(module_name, None)
+    integration = getattr(module, "integration", None)
+    if not isinstance(integration, Integration):
+        raise DefinitionError(
+            [
+                Problem(
+                    "the module defines no top-level `integration` of type "
+                    "splice.definition.Integration",
+                    file=str(path),
+                    fix="assign `integration = Integration(key=..., name=..., flows={...})`",
+                )
+            ]
+        )
+    return integration

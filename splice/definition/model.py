@@ -1,0 +1,228 @@
+"""The validated integration model that YAML and code-native definitions both produce."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+STEP_ID_PATTERN = r"^[a-z_][a-z0-9_]*$"
+CONFIG_TYPES = ("string", "number", "boolean", "list", "json", "secret", "connection")
+CONNECTION_TYPES = ("api_key", "bearer", "basic")
+
+# Fields of each connection type, and which of them are secret.
+CONNECTION_FIELDS: dict[str, dict[str, bool]] = {
+    "api_key": {"api_key": True, "header": False, "in": False, "name": False},
+    "bearer": {"token": True},
+    "basic": {"username": False, "password": True},
+}
+CONNECTION_REQUIRED: dict[str, tuple[str, ...]] = {
+    "api_key": ("api_key",),
+    "bearer": ("token",),
+    "basic": ("username", "password"),
+}
+CONNECTION_DEFAULTS: dict[str, dict[str, str]] = {
+    "api_key": {"header": "X-API-Key", "in": "header", "name": "api_key"},
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ConfigVariable(_Model):
+    """A typed per-instance setting; a ``connection`` holds a set of credential fields."""
+
+    type: Literal["string", "number", "boolean", "list", "json", "secret", "connection"]
+    required: bool = False
+    default: Any = None
+    description: str = ""
+    connection: Literal["api_key", "bearer", "basic"] | None = None
+
+    @model_validator(mode="after")
+    def _check_connection(self) -> ConfigVariable:
+        if self.type == "connection" and self.connection is None:
+            raise ValueError(
+                "a connection config variable needs `connection:` naming its type, "
+                f"one of {', '.join(CONNECTION_TYPES)}"
+            )
+        if self.type != "connection" and self.connection is not None:
+            raise ValueError("`connection:` applies only to config variables of type connection")
+        return self
+
+
+class ManualTrigger(_Model):
+    type: Literal["manual"]
+
+
+class WebhookTrigger(_Model):
+    type: Literal["webhook"]
+    sync: bool = False
+
+
+class ScheduleTrigger(_Model):
+    type: Literal["schedule"]
+    cron: str
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if value.startswith("{{"):
+            return value  # a schedule taken from a config variable is checked when deployed
+        if len(value.split()) != 5:
+            raise ValueError(
+                f"cron {value!r} must have five fields (minute hour day month weekday), "
+                "such as '0 6 * * 1-5'"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as 'Europe/Berlin'"
+            ) from None
+        return value
+
+
+Trigger = Annotated[ManualTrigger | WebhookTrigger | ScheduleTrigger, Field(discriminator="type")]
+
+
+class Retry(_Model):
+    attempts: int = Field(3, ge=1, le=100)
+    delay: float = Field(1.0, ge=0, description="seconds before the first retry")
+    backoff: float = Field(2.0, ge=1, description="factor applied to the delay after each retry")
+    max_delay: float = Field(300.0, ge=0, description="upper bound of one delay, in seconds")
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before ``attempt`` (2 for the first retry)."""
+        return float(min(self.max_delay, self.delay * self.backoff ** (attempt - 2)))
+
+
+class RetryPolicy(_Model):
+    retry: Retry
+    then: Literal["fail", "continue"] = "fail"
+
+
+OnError = Literal["fail", "continue"] | RetryPolicy
+
+
+class _StepBase(_Model):
+    id: str = Field(pattern=STEP_ID_PATTERN)
+    description: str = ""
+    on_error: OnError = "fail"
+
+    @property
+    def final_policy(self) -> str:
+        """What happens after the last attempt fails: ``fail`` or ``continue``."""
+        return self.on_error.then if isinstance(self.on_error, RetryPolicy) else self.on_error
+
+    @property
+    def retry(self) -> Retry | None:
+        return self.on_error.retry if isinstance(self.on_error, RetryPolicy) else None
+
+
+class ActionStep(_StepBase):
+    action: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class LoopStep(_StepBase):
+    loop: str | list[Any]
+    steps: list[Step] = Field(min_length=1)
+    concurrency: int = Field(1, ge=1, le=64)
+    result: str | None = None
+
+
+class BranchCase(_Model):
+    when: str
+    steps: list[Step] = Field(min_length=1)
+
+
+class BranchStep(_StepBase):
+    branch: list[BranchCase] = Field(min_length=1)
+    else_: list[Step] = Field(default_factory=list, alias="else")
+
+
+def _step_kind(value: Any) -> str | None:
+    data = value if isinstance(value, dict) else getattr(value, "__dict__", {})
+    for kind in ("action", "loop", "branch"):
+        if kind in data:
+            return kind
+    return None
+
+
+Step = Annotated[
+    Annotated[ActionStep, Tag("action")]
+    | Annotated[LoopStep, Tag("loop")]
+    | Annotated[BranchStep, Tag("branch")],
+    Discriminator(
+        _step_kind,
+        custom_error_type="step_kind",
+        custom_error_message="a step needs one of `action`, `loop` or `branch`",
+    ),
+]
+
+
+class Flow(_Model):
+    trigger: Trigger
+    steps: list[Step] = Field(min_length=1)
+    description: str = ""
+    result: str | None = None
+
+
+class Integration(_Model):
+    key: str = Field(pattern=KEY_PATTERN)
+    name: str = Field(min_length=1)
+    description: str = ""
+    version: str | None = None
+    config: dict[str, ConfigVariable] = Field(default_factory=dict)
+    flows: dict[str, Flow] = Field(min_length=1)
+
+    # Where the definition came from, and the customer code files it uses by relative path.
+    _source_path: str | None = PrivateAttr(default=None)
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def source_path(self) -> str | None:
+        return self._source_path
+
+    @property
+    def sources(self) -> dict[str, str]:
+        return self._sources
+
+    def flow(self, name: str | None) -> tuple[str, Flow]:
+        """Return the named flow, or the only flow when ``name`` is None."""
+        if name is None:
+            if len(self.flows) == 1:
+                return next(iter(self.flows.items()))
+            raise KeyError(
+                f"integration {self.key!r} has flows {', '.join(self.flows)}; choose one with --flow"
+            )
+        if name not in self.flows:
+            raise KeyError(
+                f"integration {self.key!r} has no flow {name!r}; its flows: {', '.join(self.flows)}"
+            )
+        return name, self.flows[name]
+
+
+LoopStep.model_rebuild()
+BranchCase.model_rebuild()
+BranchStep.model_rebuild()
+Flow.model_rebuild()
+Integration.model_rebuild()

@@ -1,0 +1,158 @@
+"""Writes an execution's step runs and logs to the record store in batches, off its path."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from splice.blobs import BlobStore
+from splice.engine.events import LogEvent, ResultEvent, StepRunEvent
+from splice.engine.values import Recorded
+from splice.errors import StoreError
+from splice.store import RecordStore
+from splice.store.records import utc
+
+logger = logging.getLogger(__name__)
+
+
+class Recorder:
+    """Collects records from the supervisor's thread and commits them from its own thread."""
+
+    def __init__(
+        self,
+        *,
+        store: RecordStore,
+        blobs: BlobStore,
+        execution_id: str,
+        scratch_dir: Path,
+        flush_interval: float = 0.05,
+    ) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._execution_id = execution_id
+        self._scratch_dir = scratch_dir
+        self._flush_interval = flush_interval
+        self._steps: list[dict[str, Any]] = []
+        self._logs: list[dict[str, Any]] = []
+        self._step_sequence = 0
+        self._log_sequence = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._error: StoreError | None = None
+        self._thread = threading.Thread(target=self._write_loop, name="recorder", daemon=True)
+        self._thread.start()
+
+    def add(self, event: StepRunEvent | LogEvent) -> None:
+        if isinstance(event, StepRunEvent):
+            row = self._step_row(event)
+            with self._lock:
+                self._steps.append(row)
+        else:
+            with self._lock:
+                self._log_sequence += 1
+                self._logs.append(
+                    {
+                        "execution_id": self._execution_id,
+                        "sequence": self._log_sequence,
+                        "step_path": event.path,
+                        "level": event.level,
+                        "time": utc(event.time),
+                        "message": event.message,
+                    }
+                )
+
+    def finish(self, result: ResultEvent, execution: dict[str, Any]) -> None:
+        """Commit what is left together with the execution's final state, then stop."""
+        with self._lock:
+            self._stopping = True
+        self._wake.set()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        values = {**execution, **self.stored_value("result", result.result)}
+        steps, logs = self._take()
+        self._store.write_batch(steps, logs, (self._execution_id, values))
+
+    def stored_value(self, prefix: str, recorded: Recorded | None) -> dict[str, Any]:
+        """Columns for a recorded value: inline bytes, or a blob the spilled file moved to."""
+        if recorded is None:
+            return {}
+        columns: dict[str, Any] = {
+            f"{prefix}_encoding": recorded.encoding,
+            f"{prefix}_size": recorded.size,
+        }
+        if recorded.file is not None:
+            columns[f"{prefix}_blob"] = self._move_to_blobs(recorded.file)
+        else:
+            columns[prefix] = recorded.data
+        if prefix == "item":
+            columns.pop("item_size")
+        return columns
+
+    def _move_to_blobs(self, name: str) -> str:
+        source = (self._scratch_dir / name).resolve()
+        if source.parent != self._scratch_dir.resolve() or not source.is_file():
+            raise StoreError(f"the sandboxed child named a value file {name!r} that is not in "
+                             "its scratch directory")
+        return self._blobs.put_file(source, f"executions/{self._execution_id}/{name}")
+
+    def _step_row(self, event: StepRunEvent) -> dict[str, Any]:
+        self._step_sequence += 1
+        row: dict[str, Any] = {
+            "execution_id": self._execution_id,
+            "sequence": self._step_sequence,
+            "path": event.path,
+            "step_id": event.step_id,
+            "kind": event.kind,
+            "action": event.action,
+            "status": event.status,
+            "attempt": event.attempt,
+            "started_at": utc(event.started),
+            "ended_at": utc(event.ended),
+            "input_size": event.input_size,
+            "continued": event.continued,
+            "output_size": None,
+            "output": None,
+            "output_encoding": None,
+            "output_blob": None,
+            "error_type": None,
+            "error_message": None,
+            "error_traceback": None,
+            "item": None,
+            "item_encoding": None,
+            "item_blob": None,
+        }
+        row.update(self.stored_value("output", event.output))
+        row.update(self.stored_value("item", event.item))
+        if event.error is not None:
+            row["error_type"] = event.error.type
+            row["error_message"] = event.error.message
+            row["error_traceback"] = event.error.traceback or None
+        return row
+
+    def _take(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        with self._lock:
+            steps, self._steps = self._steps, []
+            logs, self._logs = self._logs, []
+        return steps, logs
+
+    def _write_loop(self) -> None:
+        while True:
+            self._wake.wait(self._flush_interval)
+            self._wake.clear()
+            with self._lock:
+                stopping = self._stopping
+            if stopping:
+                return
+            steps, logs = self._take()
+            if not steps and not logs:
+                continue
+            try:
+                self._store.write_batch(steps, logs)
+            except StoreError as error:
+                logger.error("recording failed", extra={"execution_id": self._execution_id})
+                self._error = error
+                return

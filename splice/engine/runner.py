@@ -1,0 +1,443 @@
+"""Runs one execution of a flow: steps in order, values in memory, every step run reported.
+
+The runner lives in the sandboxed child. It never writes records itself: it hands each
+finished step run to ``emit``, and the supervisor in the parent records them in batches.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from splice.components import find_action
+from splice.components.code import CUSTOMER_FILENAMES
+from splice.definition.expressions import Evaluator, compile_value
+from splice.definition.model import ActionStep, BranchStep, Integration, LoopStep, Step
+from splice.engine.events import ErrorInfo, LogEvent, ProgressEvent, ResultEvent, StepRunEvent
+from splice.engine.inputs import prepare_inputs
+from splice.engine.values import Masker, Recorded, UnrecordableValue, record_value, value_size
+from splice.errors import ExpressionError
+from splice.sdk import ActionContext, ActionError
+
+Emit = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Limits the runner applies inside the child."""
+
+    spill_threshold: int = 256 * 1024  # bytes; larger recorded values go to a file
+    log_limit: int = 10 * 1024 * 1024  # bytes of log text per execution before truncation
+
+
+class _StepFailed(Exception):
+    """A step failed under ``on_error: fail``; unwinds to the enclosing loop or the flow."""
+
+    def __init__(self, path: str, error: ErrorInfo) -> None:
+        self.path = path
+        self.error = error
+        super().__init__(f"{path}: {error.message}")
+
+
+class StepLog:
+    """The logger an action or customer code gets: lines go to the execution's log."""
+
+    def __init__(self, runner: Runner, path: str) -> None:
+        self._runner = runner
+        self._path = path
+
+    def _log(self, level: str, message: str, args: tuple[Any, ...]) -> None:
+        text = str(message) % args if args else str(message)
+        self._runner.log(self._path, level, text)
+
+    def debug(self, message: str, *args: Any) -> None:
+        self._log("debug", message, args)
+
+    def info(self, message: str, *args: Any) -> None:
+        self._log("info", message, args)
+
+    def warning(self, message: str, *args: Any) -> None:
+        self._log("warning", message, args)
+
+    def error(self, message: str, *args: Any) -> None:
+        self._log("error", message, args)
+
+    def exception(self, message: str, *args: Any) -> None:
+        self._log("error", f"{message}\n{traceback.format_exc()}", args)
+
+
+class Runner:
+    """Runs the steps of one flow for one execution and reports each step run."""
+
+    def __init__(
+        self,
+        *,
+        integration: Integration,
+        flow: str,
+        execution_id: str,
+        config: Mapping[str, Any],
+        trigger: Mapping[str, Any],
+        emit: Emit,
+        scratch_dir: Path,
+        masker: Masker,
+        settings: RunSettings = RunSettings(),
+    ) -> None:
+        self.integration = integration
+        self.flow = integration.flows[flow]
+        self.execution_id = execution_id
+        self.config = config
+        self.trigger = trigger
+        self.scratch_dir = scratch_dir
+        self.masker = masker
+        self.settings = settings
+        self._emit = emit
+        self._lock = threading.Lock()
+        self._evaluators: dict[tuple[int, str], Evaluator] = {}
+        self._resources: dict[str, Any] = {}
+        self._log_bytes = 0
+        self.continued_failures = 0
+        self.step_runs = 0
+        self.current = threading.local()
+
+    # -- the execution ------------------------------------------------------------------
+
+    def run(self) -> ResultEvent:
+        """Run the flow to its end and return the result event (not emitted)."""
+        scope: dict[str, Any] = {
+            "config": self.config,
+            "trigger": self.trigger,
+            "steps": {},
+            "loops": {},
+            "execution": {"id": self.execution_id},
+        }
+        try:
+            last = self._run_block(self.flow.steps, scope, "")
+            result = last
+            if self.flow.result is not None:
+                result = self._evaluate(self.flow, "result", self.flow.result, scope)
+            recorded = self._record(result)
+        except _StepFailed as failure:
+            return self._result("failed", error=failure.error, failed_step=failure.path)
+        except (ExpressionError, UnrecordableValue) as error:
+            return self._result("failed", error=ErrorInfo(type(error).__name__, str(error)))
+        finally:
+            self._close_resources()
+        return self._result("succeeded", result=recorded)
+
+    def _result(self, status: str, **fields: Any) -> ResultEvent:
+        return ResultEvent(
+            status=status,
+            continued_failures=self.continued_failures,
+            step_runs=self.step_runs,
+            **fields,
+        )
+
+    def _close_resources(self) -> None:
+        for resource in self._resources.values():
+            close = getattr(resource, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:  # noqa: S110 - a client that fails to close changes nothing
+                    pass
+
+    def _run_block(self, steps: list[Step], scope: dict[str, Any], prefix: str) -> Any:
+        output: Any = None
+        for step in steps:
+            output = self._run_step(step, scope, prefix + step.id)
+            scope["steps"][step.id] = output
+        return output
+
+    def _run_step(self, step: Step, scope: dict[str, Any], path: str) -> Any:
+        if isinstance(step, LoopStep):
+            return self._run_loop(step, scope, path)
+        if isinstance(step, BranchStep):
+            return self._with_policy(step, path, "branch", lambda a: self._branch(step, scope, path))
+        assert isinstance(step, ActionStep)
+        return self._with_policy(
+            step, path, "action", lambda attempt: self._invoke(step, scope, path, attempt)
+        )
+
+    # -- error policy ---------------------------------------------------------------------
+
+    def _with_policy(
+        self,
+        step: Step,
+        path: str,
+        kind: str,
+        attempt_once: Callable[[int], tuple[Any, int]],
+        *,
+        item: Any = None,
+        record_success: bool = True,
+    ) -> Any:
+        """Run ``attempt_once`` under the step's on_error policy and record each attempt."""
+        attempt = 1
+        while True:
+            started = time.time()
+            try:
+                output, input_size = attempt_once(attempt)
+            except Exception as exc:
+                ended = time.time()
+                error = self._error_info(exc)
+                retry = step.retry
+                if retry is not None and attempt < retry.attempts and _retryable(exc):
+                    self._step_run(step, path, kind, "failed", attempt, started, ended, error=error)
+                    time.sleep(retry.delay_before(attempt + 1))
+                    attempt += 1
+                    continue
+                continued = step.final_policy == "continue"
+                failed_item = self._record(item) if kind == "iteration" else None
+                self._step_run(
+                    step, path, kind, "failed", attempt, started, ended,
+                    error=error, continued=continued, item=failed_item,
+                )
+                if not continued:
+                    raise _StepFailed(getattr(exc, "path", path), error) from None
+                with self._lock:
+                    self.continued_failures += 1
+                if kind == "iteration":
+                    return _Continued(error, getattr(exc, "path", path))
+                return None
+            if record_success:
+                recorded = self._record(output)
+                self._step_run(
+                    step, path, kind, "succeeded", attempt, started, time.time(),
+                    input_size=input_size, output=recorded,
+                )
+            return output
+
+    def _step_run(
+        self, step: Step, path: str, kind: str, status: str, attempt: int,
+        started: float, ended: float, **fields: Any,
+    ) -> None:
+        with self._lock:
+            self.step_runs += 1
+        action = step.action if isinstance(step, ActionStep) else None
+        self._emit(
+            StepRunEvent(
+                path=path, step_id=step.id, kind=kind, status=status, attempt=attempt,
+                started=started, ended=ended, action=action, **fields,
+            )
+        )
+
+    def _record(self, value: Any) -> Recorded:
+        return record_value(
+            value,
+            masker=self.masker,
+            threshold=self.settings.spill_threshold,
+            scratch_dir=self.scratch_dir,
+        )
+
+    def _error_info(self, exc: BaseException) -> ErrorInfo:
+        if isinstance(exc, _StepFailed):
+            return exc.error
+        message = self.masker.text(str(exc)) if self.masker else str(exc)
+        if isinstance(exc, ActionError | ExpressionError):
+            return ErrorInfo(type(exc).__name__, message)
+        trace = _customer_traceback(exc)
+        return ErrorInfo(type(exc).__name__, message, self.masker.text(trace))
+
+    # -- actions --------------------------------------------------------------------------
+
+    def _invoke(
+        self, step: ActionStep, scope: dict[str, Any], path: str, attempt: int
+    ) -> tuple[Any, int]:
+        action = find_action(step.action)
+        if action is None:  # validation rejects this; a definition built by hand may not
+            raise ActionError(f"unknown action {step.action!r}", retryable=False)
+        values = self._evaluate(step, "inputs", step.inputs, scope, where=f"{path}.inputs")
+        prepared = prepare_inputs(action, values, step=path)
+        context = ActionContext(
+            execution_id=self.execution_id,
+            step=path,
+            attempt=attempt,
+            config=self.config,
+            logger=StepLog(self, path),
+            scratch_dir=self.scratch_dir,
+            sources=self.integration.sources,
+            resources=self._resources,
+        )
+        self.current.path = path
+        try:
+            output = action.function(context, **prepared)
+        finally:
+            self.current.path = None
+        return output, value_size(values)
+
+    def _evaluate(
+        self, owner: Any, field: str, value: Any, scope: Mapping[str, Any], where: str = ""
+    ) -> Any:
+        key = (id(owner), field)
+        evaluator = self._evaluators.get(key)
+        if evaluator is None:
+            evaluator = compile_value(value, where=where or field)
+            self._evaluators[key] = evaluator
+        return evaluator(scope)
+
+    # -- control steps --------------------------------------------------------------------
+
+    def _branch(self, step: BranchStep, scope: dict[str, Any], path: str) -> tuple[Any, int]:
+        for index, case in enumerate(step.branch):
+            if self._evaluate(case, "when", case.when, scope, where=f"{path}.branch[{index}]"):
+                return self._run_block(case.steps, _nested(scope), f"{path}."), 0
+        if step.else_:
+            return self._run_block(step.else_, _nested(scope), f"{path}."), 0
+        return None, 0
+
+    def _run_loop(self, step: LoopStep, scope: dict[str, Any], path: str) -> Any:
+        started = time.time()
+        try:
+            items = self._evaluate(step, "loop", step.loop, scope, where=f"{path}.loop")
+            if isinstance(items, Mapping) or not hasattr(items, "__iter__") or isinstance(
+                items, str | bytes
+            ):
+                raise ActionError(
+                    f"loop of step {path!r} needs a list but the expression gave "
+                    f"{type(items).__name__}; loop over a list such as steps.list.files",
+                    retryable=False,
+                )
+            items = list(items)
+        except Exception as exc:
+            return self._with_policy(step, path, "loop", _raise(exc))
+        total = len(items)
+        self._emit(ProgressEvent(path, total, 0, 0))
+        results: list[Any] = [None] * total
+        errors: list[dict[str, Any]] = []
+        tracker = _Progress(self, path, total)
+
+        def iterate(index: int) -> None:
+            outcome = self._iteration(step, scope, path, index, items[index])
+            if isinstance(outcome, _Continued):
+                errors.append(
+                    {"index": index, "item": items[index], "step": outcome.path,
+                     "error": outcome.error.message}
+                )
+                tracker.advance(failed=True)
+            else:
+                results[index] = outcome
+                tracker.advance(failed=False)
+
+        try:
+            self._iterate_all(step, total, iterate)
+        except _StepFailed as failure:
+            self._step_run(step, path, "loop", "failed", 1, started, time.time(),
+                           error=failure.error)
+            raise
+        errors.sort(key=lambda entry: entry["index"])
+        output = {"results": results, "errors": errors,
+                  "succeeded": total - len(errors), "failed": len(errors)}
+        self._step_run(step, path, "loop", "succeeded", 1, started, time.time(),
+                       input_size=value_size(items), output=self._record(output))
+        return output
+
+    def _iterate_all(self, step: LoopStep, total: int, iterate: Callable[[int], None]) -> None:
+        if step.concurrency == 1 or total < 2:
+            for index in range(total):
+                iterate(index)
+            return
+        with ThreadPoolExecutor(step.concurrency, thread_name_prefix=f"loop-{step.id}") as pool:
+            futures = [pool.submit(iterate, index) for index in range(total)]
+            failure: _StepFailed | None = None
+            for future in futures:
+                try:
+                    future.result()
+                except _StepFailed as error:
+                    failure = failure or error
+                    for pending in futures:
+                        pending.cancel()
+            if failure is not None:
+                raise failure
+
+    def _iteration(
+        self, step: LoopStep, scope: dict[str, Any], path: str, index: int, item: Any
+    ) -> Any:
+        iteration_path = f"{path}[{index}]"
+
+        def attempt_once(attempt: int) -> tuple[Any, int]:
+            inner = _nested(scope)
+            inner["item"], inner["index"] = item, index
+            inner["loops"] = {**scope["loops"], step.id: {"item": item, "index": index}}
+            last = self._run_block(step.steps, inner, f"{iteration_path}.")
+            if step.result is not None:
+                last = self._evaluate(step, "result", step.result, inner,
+                                      where=f"{iteration_path}.result")
+            return last, 0
+
+        return self._with_policy(
+            step, iteration_path, "iteration", attempt_once, item=item, record_success=False
+        )
+
+    # -- logs -----------------------------------------------------------------------------
+
+    def log(self, path: str | None, level: str, message: str) -> None:
+        """Send one log line, masked and within the execution's log volume limit."""
+        limit = self.settings.log_limit
+        with self._lock:
+            if self._log_bytes > limit:
+                return
+            self._log_bytes += len(message)
+            if self._log_bytes > limit:
+                message = f"[log volume limit of {limit} bytes reached; later lines are dropped]"
+                level = "warning"
+        if self.masker:
+            message = self.masker.text(message)
+        self._emit(LogEvent(path, level, time.time(), message))
+
+
+@dataclass(frozen=True)
+class _Continued:
+    """Marks a failure that the flow went past under ``on_error: continue``."""
+
+    error: ErrorInfo
+    path: str
+
+
+class _Progress:
+    def __init__(self, runner: Runner, path: str, total: int) -> None:
+        self._runner, self._path, self._total = runner, path, total
+        self._done = self._failed = 0
+        self._lock = threading.Lock()
+
+    def advance(self, *, failed: bool) -> None:
+        with self._lock:
+            self._done += 1
+            self._failed += failed
+            event = ProgressEvent(self._path, self._total, self._done, self._failed)
+        self._runner._emit(event)
+
+
+def _nested(scope: dict[str, Any]) -> dict[str, Any]:
+    """A scope for a block: it sees the outer steps, and its own ids do not leak out."""
+    inner = dict(scope)
+    inner["steps"] = dict(scope["steps"])
+    return inner
+
+
+def _raise(error: Exception) -> Callable[[int], tuple[Any, int]]:
+    def attempt_once(attempt: int) -> tuple[Any, int]:
+        raise error
+
+    return attempt_once
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Tell whether another attempt could succeed (bad input or expressions never do)."""
+    if isinstance(exc, ActionError):
+        return exc.retryable
+    return not isinstance(exc, ExpressionError | UnrecordableValue)
+
+
+def _customer_traceback(exc: BaseException) -> str:
+    """Format the traceback, keeping only customer code frames when there are any."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    customer = [frame for frame in frames if frame.filename in CUSTOMER_FILENAMES]
+    lines = traceback.format_list(customer or frames)
+    return "Traceback (most recent call last):\n" + "".join(lines) + "".join(
+        traceback.format_exception_only(type(exc), exc)
+    )

@@ -1,0 +1,168 @@
+"""Runs one execution in a sandbox and records everything it reports (the parent's side)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from splice.blobs import BlobStore
+from splice.config import ConfigValues
+from splice.definition.model import Integration
+from splice.engine.events import Event, LogEvent, ResultEvent, StepRunEvent
+from splice.engine.recorder import Recorder
+from splice.engine.values import decode
+from splice.sandbox import ExecutionRequest, Sandbox
+from splice.sandbox import spec as execution_spec
+from splice.settings import Settings
+from splice.store import RecordStore
+from splice.store.records import now
+
+
+@dataclass(frozen=True)
+class ExecutionOutcome:
+    """How an execution ended, as recorded."""
+
+    execution_id: str
+    status: str  # succeeded | failed
+    result: Any
+    error_type: str | None
+    error_message: str | None
+    failed_step: str | None
+    continued_failures: int
+    step_runs: int
+    duration: float  # seconds, from start to the last record committed
+
+
+def new_execution_id() -> str:
+    """A UUID whose first 48 bits are the time in milliseconds, so ids sort by start."""
+    millis = time.time_ns() // 1_000_000
+    random_bits = int.from_bytes(os.urandom(10), "big")
+    value = (millis << 80) | random_bits
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return str(uuid.UUID(int=value))
+
+
+class Supervisor:
+    """Starts executions in a sandbox, records their events, and returns their outcomes."""
+
+    def __init__(
+        self, *, store: RecordStore, blobs: BlobStore, sandbox: Sandbox, settings: Settings
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.sandbox = sandbox
+        self.settings = settings
+
+    def execute(
+        self,
+        integration: Integration,
+        *,
+        flow: str,
+        config: ConfigValues,
+        trigger: Mapping[str, Any],
+        trigger_type: str = "manual",
+        on_event: Callable[[Event], None] | None = None,
+    ) -> ExecutionOutcome:
+        execution_id = new_execution_id()
+        started = time.time()
+        self.store.create_execution(
+            {
+                "id": execution_id,
+                "integration_key": integration.key,
+                "integration_version": integration.version,
+                "flow": flow,
+                "trigger_type": trigger_type,
+                "status": "running",
+                "created_at": now(),
+                "started_at": now(),
+                "definition_path": integration.source_path,
+            }
+        )
+        scratch = self.settings.scratch_dir / execution_id
+        scratch.mkdir(parents=True, mode=0o700)
+        try:
+            result = self._run(integration, execution_id, flow, config, trigger, scratch, on_event)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return result
+
+    def _run(
+        self,
+        integration: Integration,
+        execution_id: str,
+        flow: str,
+        config: ConfigValues,
+        trigger: Mapping[str, Any],
+        scratch: Any,
+        on_event: Callable[[Event], None] | None,
+    ) -> ExecutionOutcome:
+        started = time.monotonic()
+        spec = execution_spec.ExecutionSpec(
+            execution_id=execution_id,
+            integration=integration.model_dump(mode="json", by_alias=True),
+            sources=dict(integration.sources),
+            flow=flow,
+            config=config.values,
+            trigger=dict(trigger),
+            secrets=config.secrets,
+            scratch_dir=str(scratch),
+            spill_threshold=self.settings.spill_threshold,
+            log_limit=self.settings.log_limit,
+        )
+        request = ExecutionRequest(
+            execution_id=execution_id,
+            spec=execution_spec.encoder.encode(spec),
+            scratch_dir=scratch,
+            timeout=self.settings.execution_timeout,
+        )
+        recorder = Recorder(
+            store=self.store, blobs=self.blobs, execution_id=execution_id, scratch_dir=scratch
+        )
+        result: ResultEvent | None = None
+        for event in self.sandbox.start(request).events():
+            if isinstance(event, ResultEvent):
+                result = event
+            elif isinstance(event, StepRunEvent | LogEvent):
+                recorder.add(event)
+            if on_event is not None:
+                on_event(event)
+        assert result is not None  # a sandboxed execution always ends with a result
+        final = {
+            "status": result.status,
+            "ended_at": now(),
+            "error_type": result.error.type if result.error else None,
+            "error_message": result.error.message if result.error else None,
+            "failed_step": result.failed_step,
+            "step_runs": result.step_runs,
+            "continued_failures": result.continued_failures,
+        }
+        value = self._result_value(recorder, result)
+        recorder.finish(result, final)
+        return ExecutionOutcome(
+            execution_id=execution_id,
+            status=result.status,
+            result=value,
+            error_type=final["error_type"],
+            error_message=final["error_message"],
+            failed_step=result.failed_step,
+            continued_failures=result.continued_failures,
+            step_runs=result.step_runs,
+            duration=time.monotonic() - started,
+        )
+
+    @staticmethod
+    def _result_value(recorder: Recorder, result: ResultEvent) -> Any:
+        recorded = result.result
+        if recorded is None:
+            return None
+        if recorded.data is not None:
+            return decode(recorded.data, recorded.encoding)
+        assert recorded.file is not None
+        data = (recorder._scratch_dir / recorded.file).read_bytes()
+        return decode(data, recorded.encoding)

@@ -1,0 +1,139 @@
+"""Step values: encoding for records, sizes, masking of secrets, spilling large values to files."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+MASK = "[secret]"
+
+# How a recorded value is stored: msgpack of the value, or the raw bytes/text of a top-level
+# bytes/str value (so a 100 MB file never gets a second in-memory copy for encoding).
+MSGPACK, RAW_BYTES, RAW_TEXT = "msgpack", "bytes", "text"
+
+
+class UnrecordableValue(TypeError):
+    """A step produced a value that cannot be recorded or handed on."""
+
+
+def _encode_hook(value: Any) -> Any:
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, uuid.UUID | decimal.Decimal | datetime.date | datetime.time):
+        return str(value)
+    raise UnrecordableValue(
+        f"a value of type {type(value).__name__} cannot be recorded; return dicts, lists, "
+        "strings, numbers, booleans, bytes or null"
+    )
+
+
+_encoder = msgspec.msgpack.Encoder(enc_hook=_encode_hook, decimal_format="string")
+_decoder = msgspec.msgpack.Decoder()
+
+
+def encode(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+def decode(data: bytes, encoding: str = MSGPACK) -> Any:
+    if encoding == RAW_BYTES:
+        return data
+    if encoding == RAW_TEXT:
+        return data.decode("utf-8")
+    return _decoder.decode(data)
+
+
+def value_size(value: Any) -> int:
+    """Estimate a value's size in bytes without encoding it (strings count their UTF-8 bytes)."""
+    if isinstance(value, str):
+        return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return len(value)
+    if isinstance(value, Mapping):
+        return sum(value_size(k) + value_size(v) for k, v in value.items()) + 1
+    if isinstance(value, list | tuple):
+        return sum(value_size(item) for item in value) + 1
+    return 8
+
+
+class Masker:
+    """Replaces secret values wherever they occur in strings, bytes, logs and errors."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        unique = {s for s in secrets if s}
+        # Longest first, so a secret that contains another is masked whole.
+        self.secrets = sorted(unique, key=len, reverse=True)
+        self._encoded = [s.encode("utf-8") for s in self.secrets]
+
+    def __bool__(self) -> bool:
+        return bool(self.secrets)
+
+    def text(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+    def data(self, data: bytes) -> bytes:
+        for secret in self._encoded:
+            if secret in data:
+                data = data.replace(secret, MASK.encode())
+        return data
+
+    def found_in(self, data: bytes) -> bool:
+        return any(secret in data for secret in self._encoded)
+
+    def value(self, value: Any) -> Any:
+        """Return ``value`` with every secret masked (containers are copied, not changed)."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, bytes | bytearray):
+            return self.data(bytes(value))
+        if isinstance(value, Mapping):
+            return {self.value(k): self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(item) for item in value]
+        return value
+
+
+class Recorded(msgspec.Struct, array_like=True, omit_defaults=True):
+    """A value as recorded: inline encoded bytes, or a file in the scratch directory."""
+
+    encoding: str
+    size: int
+    data: bytes | None = None  # inline, when at most the spill threshold
+    file: str | None = None  # name within the scratch directory, when spilled
+
+
+def record_value(value: Any, *, masker: Masker, threshold: int, scratch_dir: Path) -> Recorded:
+    """Encode a value for the records, masking secrets and spilling large ones to a file."""
+    if isinstance(value, bytes | bytearray | memoryview) and len(value) > threshold:
+        data = masker.data(bytes(value)) if masker and masker.found_in(value) else value
+        return _spill(data, RAW_BYTES, scratch_dir)
+    if isinstance(value, str) and len(value) > threshold:
+        return _spill(masker.text(value).encode("utf-8"), RAW_TEXT, scratch_dir)
+    encoded = encode(value)
+    if masker and masker.found_in(encoded):
+        encoded = encode(masker.value(value))
+    if len(encoded) > threshold:
+        return _spill(encoded, MSGPACK, scratch_dir)
+    return Recorded(MSGPACK, len(encoded), data=encoded)
+
+
+def _spill(data: bytes | bytearray | memoryview, encoding: str, scratch_dir: Path) -> Recorded:
+    name = f"value-{uuid.uuid4().hex}"
+    path = scratch_dir / name
+    with open(path, "wb") as file:
+        file.write(data)
+    return Recorded(encoding, os.path.getsize(path), file=name)

@@ -1,0 +1,43 @@
+"""Sandboxes run an execution's steps in a child process and stream its events back.
+
+``Sandbox`` is the interface the supervisor uses; ``ForkServerSandbox`` forks each execution
+from a pre-warmed template process. Confinement (namespaces, seccomp, Landlock, limits)
+builds on this interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from splice.engine.events import Event
+
+
+@dataclass(frozen=True)
+class ExecutionRequest:
+    """What a sandbox needs to start one execution."""
+
+    execution_id: str
+    spec: bytes  # an encoded ExecutionSpec, decoded by the child
+    scratch_dir: Path  # created by the caller; the child's working directory
+    timeout: float  # seconds of wall-clock time before the execution is killed
+
+
+class SandboxedExecution(Protocol):
+    execution_id: str
+
+    def events(self) -> Iterator[Event]:
+        """Yield the execution's events; the last one is always a ResultEvent."""
+        ...
+
+    def kill(self, reason: str) -> None:
+        """Stop the execution now; ``events`` then ends with a failed result naming ``reason``."""
+        ...
+
+
+class Sandbox(Protocol):
+    def start(self, request: ExecutionRequest) -> SandboxedExecution: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,102 @@
+"""The sandboxed child: receives an ExecutionSpec, runs the flow, streams events, exits."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from splice.definition.model import Integration
+from splice.engine import events
+from splice.engine.events import ErrorInfo, ResultEvent
+from splice.engine.runner import Runner, RunSettings
+from splice.engine.values import Masker
+from splice.sandbox import spec as execution_spec
+from splice.sandbox.channel import FrameWriter, receive_frame
+
+
+class _PrintCapture(io.TextIOBase):
+    """Sends what customer code prints to the execution's log, one line per record."""
+
+    def __init__(self, runner: Runner, level: str) -> None:
+        self._runner = runner
+        self._level = level
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        while "\n" in self._partial:
+            line, self._partial = self._partial.split("\n", 1)
+            self._runner.log(getattr(self._runner.current, "path", None), self._level, line)
+        if len(self._partial) > 64 * 1024:  # a long line without a newline: send it in pieces
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            line, self._partial = self._partial, ""
+            self._runner.log(getattr(self._runner.current, "path", None), self._level, line)
+
+
+def run_child(sock: socket.socket) -> int:
+    """Run one execution over ``sock`` and return the process exit code."""
+    spec = execution_spec.decoder.decode(receive_frame(sock))
+    _enter(spec)
+    writer = FrameWriter(sock)
+
+    def emit(event: Any) -> None:
+        writer.send(events.encoder.encode(event))
+
+    result = _run(spec, emit)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    emit(result)
+    writer.close()
+    return 0
+
+
+def _enter(spec: execution_spec.ExecutionSpec) -> None:
+    """Switch to the execution's scratch directory and environment."""
+    scratch = Path(spec.scratch_dir)
+    os.chdir(scratch)
+    tmp = scratch / "tmp"
+    tmp.mkdir(exist_ok=True)
+    os.environ.clear()
+    os.environ.update({"HOME": str(scratch), "TMPDIR": str(tmp), "PATH": "/usr/bin:/bin"})
+    os.environ.update(spec.environment)
+    tempfile.tempdir = str(tmp)
+
+
+def _run(spec: execution_spec.ExecutionSpec, emit: Any) -> ResultEvent:
+    try:
+        integration = Integration.model_validate(spec.integration)
+        integration._sources = dict(spec.sources)
+        runner = Runner(
+            integration=integration,
+            flow=spec.flow,
+            execution_id=spec.execution_id,
+            config=spec.config,
+            trigger=spec.trigger,
+            emit=emit,
+            scratch_dir=Path(spec.scratch_dir),
+            masker=Masker(spec.secrets),
+            settings=RunSettings(spill_threshold=spec.spill_threshold, log_limit=spec.log_limit),
+        )
+    except Exception as error:  # a spec the child cannot use is a platform fault
+        return ResultEvent("failed", error=ErrorInfo(type(error).__name__, f"invalid spec: {error}"))
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout = _PrintCapture(runner, "info")
+    sys.stderr = _PrintCapture(runner, "warning")
+    try:
+        return runner.run()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = stdout, stderr

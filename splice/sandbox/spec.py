@@ -1,0 +1,25 @@
+"""The description of one execution that the supervisor sends to the sandboxed child."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class ExecutionSpec(msgspec.Struct, omit_defaults=True):
+    execution_id: str
+    integration: dict[str, Any]  # Integration.model_dump(by_alias=True)
+    sources: dict[str, str]  # customer code files by relative path
+    flow: str
+    config: dict[str, Any]
+    trigger: dict[str, Any]
+    secrets: list[str]  # values to mask in everything recorded
+    scratch_dir: str
+    spill_threshold: int
+    log_limit: int
+    environment: dict[str, str] = {}
+
+
+encoder = msgspec.msgpack.Encoder()
+decoder = msgspec.msgpack.Decoder(ExecutionSpec)

@@ -1,0 +1,93 @@
+"""The template process: imports what executions need once, then forks one child per execution.
+
+Run as ``python -m splice.sandbox.template CONTROL_FD``. The control socket is a
+SOCK_SEQPACKET unix socket: each request carries a request id and the child's end of the
+execution's socket; the template answers ``started`` with the child's pid, and ``exited``
+with its exit code once reaped.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import sys
+
+import msgspec
+
+CONTROL_MESSAGE_SIZE = 4096
+
+
+def _preload() -> None:
+    """Import and warm everything an execution uses, so children start with it loaded."""
+    import splice.components as components
+    import splice.engine.runner  # noqa: F401
+    import splice.sandbox.child  # noqa: F401
+    from splice.definition.expressions import compile_value
+
+    components.builtin_components()
+    compile_value({"warm": "{{ steps.a.b | length }} {{ item }}"})
+
+
+def main(control_fd: int) -> None:
+    control = socket.socket(fileno=control_fd)
+    _preload()
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    encoder = msgspec.msgpack.Encoder()
+    control.send(encoder.encode({"ready": os.getpid()}))
+    while True:
+        readable, _, _ = select.select([control, wake_read], [], [])
+        if wake_read in readable:
+            os.read(wake_read, 4096)
+            _reap(control, encoder)
+        if control in readable:
+            message, fds, _, _ = socket.recv_fds(control, CONTROL_MESSAGE_SIZE, 1)
+            if not message:
+                return
+            if not fds:
+                continue
+            pid = os.fork()
+            if pid == 0:
+                _become_child(fds[0], control, wake_read, wake_write)
+            os.close(fds[0])
+            control.send(encoder.encode({"started": message.decode(), "pid": pid}))
+
+
+def _reap(control: socket.socket, encoder: msgspec.msgpack.Encoder) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        control.send(encoder.encode({"exited": pid, "code": os.waitstatus_to_exitcode(status)}))
+
+
+def _become_child(fd: int, control: socket.socket, wake_read: int, wake_write: int) -> None:
+    """Turn the forked process into an execution's child; never returns."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        control.close()
+        os.close(wake_read)
+        os.close(wake_write)
+        os.setsid()  # its own process group, so a timeout kills its children too
+        from splice.sandbox.child import run_child
+
+        code = run_child(socket.socket(fileno=fd))
+    except BaseException:  # the parent sees the missing result and reports the crash
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -1,0 +1,263 @@
+"""The record store: executions, their step runs and logs, behind one small API."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, insert, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from splice.errors import StoreError
+from splice.store import tables
+
+logger = logging.getLogger(__name__)
+
+HEAD_REVISION = "0001"  # the newest migration under migrations/versions
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utc(timestamp: float) -> datetime.datetime:
+    """Convert seconds since the epoch to the naive UTC datetime the tables store."""
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).replace(tzinfo=None)
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class ExecutionRecord:
+    id: str
+    integration_key: str
+    integration_version: str | None
+    flow: str
+    trigger_type: str
+    status: str
+    created_at: datetime.datetime
+    started_at: datetime.datetime | None
+    ended_at: datetime.datetime | None
+    result: bytes | None
+    result_encoding: str | None
+    result_size: int | None
+    result_blob: str | None
+    error_type: str | None
+    error_message: str | None
+    failed_step: str | None
+    step_runs: int
+    continued_failures: int
+    definition_path: str | None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class StepRunRecord:
+    id: int
+    execution_id: str
+    sequence: int
+    path: str
+    step_id: str
+    kind: str
+    action: str | None
+    status: str
+    attempt: int
+    started_at: datetime.datetime
+    ended_at: datetime.datetime
+    input_size: int
+    output_size: int | None
+    output: bytes | None
+    output_encoding: str | None
+    output_blob: str | None
+    error_type: str | None
+    error_message: str | None
+    error_traceback: str | None
+    continued: bool
+    item: bytes | None
+    item_encoding: str | None
+    item_blob: str | None
+
+    @property
+    def duration(self) -> float:
+        return (self.ended_at - self.started_at).total_seconds()
+
+
+class RecordStore:
+    """Reads and writes records in one database, SQLite or PostgreSQL, through SQLAlchemy."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _create_engine(url)
+
+    @classmethod
+    def open(cls, url: str) -> RecordStore:
+        """Connect and bring the schema up to date."""
+        store = cls(url)
+        store.migrate()
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Run Alembic's upgrade to head unless the database is already there."""
+        try:
+            if self._revision() == HEAD_REVISION:
+                return
+            from alembic import command
+            from alembic.config import Config
+
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            with self.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except SQLAlchemyError as error:
+            raise StoreError(
+                f"could not migrate the records database {_safe(self.url)}: {error}; "
+                "check SPLICE_DATABASE_URL and that the database is reachable"
+            ) from error
+
+    def _revision(self) -> str | None:
+        with self.engine.connect() as connection:
+            try:
+                row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
+            except SQLAlchemyError:
+                connection.rollback()
+                return None
+        return row[0] if row else None
+
+    # -- writing --------------------------------------------------------------------------
+
+    def create_execution(self, values: Mapping[str, Any]) -> None:
+        row = {"step_runs": 0, "continued_failures": 0, **values}
+        self._write(lambda c: c.execute(insert(tables.executions), [row]))
+
+    def write_batch(
+        self,
+        step_runs: Sequence[Mapping[str, Any]],
+        logs: Sequence[Mapping[str, Any]],
+        execution: tuple[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Insert step runs and logs, and update an execution, in one transaction."""
+
+        def write(connection: Any) -> None:
+            if step_runs:
+                connection.execute(insert(tables.step_runs), list(step_runs))
+            if logs:
+                connection.execute(insert(tables.logs), list(logs))
+            if execution is not None:
+                execution_id, values = execution
+                connection.execute(
+                    update(tables.executions)
+                    .where(tables.executions.c.id == execution_id)
+                    .values(**values)
+                )
+
+        self._write(write)
+
+    def _write(self, action: Any) -> None:
+        try:
+            with self.engine.begin() as connection:
+                action(connection)
+        except SQLAlchemyError as error:
+            raise StoreError(f"could not write records to {_safe(self.url)}: {error}") from error
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get_execution(self, execution_id: str) -> ExecutionRecord | None:
+        """Find an execution by its id or by a unique prefix of at least 6 characters."""
+        column = tables.executions.c.id
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(tables.executions).where(column == execution_id)
+            ).first()
+            if row is None and len(execution_id) >= 6:
+                rows = connection.execute(
+                    select(tables.executions).where(column.startswith(execution_id)).limit(2)
+                ).all()
+                row = rows[0] if len(rows) == 1 else None
+        return ExecutionRecord(**row._mapping) if row else None
+
+    def list_executions(
+        self,
+        *,
+        status: str | None = None,
+        integration: str | None = None,
+        flow: str | None = None,
+        limit: int = 20,
+    ) -> list[ExecutionRecord]:
+        query = select(tables.executions).order_by(tables.executions.c.created_at.desc())
+        if status:
+            query = query.where(tables.executions.c.status == status)
+        if integration:
+            query = query.where(tables.executions.c.integration_key == integration)
+        if flow:
+            query = query.where(tables.executions.c.flow == flow)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.limit(limit)).all()
+        return [ExecutionRecord(**row._mapping) for row in rows]
+
+    def step_runs(self, execution_id: str) -> list[StepRunRecord]:
+        query = (
+            select(tables.step_runs)
+            .where(tables.step_runs.c.execution_id == execution_id)
+            .order_by(tables.step_runs.c.sequence)
+        )
+        with self.engine.connect() as connection:
+            return [StepRunRecord(**row._mapping) for row in connection.execute(query)]
+
+    def logs(self, execution_id: str) -> list[dict[str, Any]]:
+        query = (
+            select(tables.logs)
+            .where(tables.logs.c.execution_id == execution_id)
+            .order_by(tables.logs.c.sequence)
+        )
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+
+    def count_step_runs(self, execution_id: str) -> int:
+        query = select(func.count()).where(tables.step_runs.c.execution_id == execution_id)
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+        url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(connection: Any, record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _safe(url: str) -> str:
+    """Render a database URL without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<invalid database URL>"
