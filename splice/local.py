@@ -1,4 +1,4 @@
-"""The embedded default for one process: record store, blob folder and sandbox, for ``splice run``."""
+"""The embedded default in one process (record store, blob folder, sandbox) for ``splice run``."""
 
 from __future__ import annotations
 
@@ -57,8 +57,12 @@ class LocalRun:
     def __enter__(self) -> LocalRun:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         self.sandbox.close()
         self.store.close()
 
@@ -92,14 +96,22 @@ class LocalRun:
         )
         if console is None or quiet:
             return self.supervisor.execute(
-                integration, flow=flow_name, config=config, trigger=trigger or {"type": "manual"}
+                integration,
+                flow=flow_name,
+                config=config,
+                trigger=trigger or {"type": "manual"},
+                working_dir=os.getcwd(),
             )
         from splice.cli.render import LiveView, describe_failure, format_duration, timeline_table
 
         with LiveView(console, enabled=console.is_terminal) as view:
             outcome = self.supervisor.execute(
-                integration, flow=flow_name, config=config,
-                trigger=trigger or {"type": "manual"}, on_event=view.on_event,
+                integration,
+                flow=flow_name,
+                config=config,
+                trigger=trigger or {"type": "manual"},
+                on_event=view.on_event,
+                working_dir=os.getcwd(),
             )
         console.print(timeline_table(view.step_events))
         style = "green" if outcome.status == "succeeded" else "red"
@@ -109,14 +121,23 @@ class LocalRun:
             f"{outcome.continued_failures} continued failures"
         )
         if outcome.status != "succeeded":
-            console.print(f"[red]{outcome.failed_step or 'execution'} failed:[/] "
-                          f"{outcome.error_type}: {outcome.error_message}", soft_wrap=True)
-        failures = [run for run in self.store.step_runs(outcome.execution_id)
-                    if run.status == "failed" and run.kind in ("iteration", "action")]
+            console.print(
+                f"[red]{outcome.failed_step or 'execution'} failed:[/] "
+                f"{outcome.error_type}: {outcome.error_message}",
+                soft_wrap=True,
+            )
+        failures = [
+            run
+            for run in self.store.step_runs(outcome.execution_id)
+            if run.status == "failed" and run.kind in ("iteration", "action")
+        ]
         if failures:
-            console.print(f"[yellow]{len(failures)} failed step runs[/] "
-                          f"(see `splice executions show {outcome.execution_id[:13]}`):")
+            console.print(
+                f"[yellow]{len(failures)} failed step runs[/] "
+                f"(see `splice executions show {outcome.execution_id[:13]}`):"
+            )
             for run in failures[:10]:
-                console.print("  " + describe_failure(run).split("\n")[0], markup=False,
-                              soft_wrap=True)
+                console.print(
+                    "  " + describe_failure(run).split("\n")[0], markup=False, soft_wrap=True
+                )
         return outcome

@@ -50,11 +50,19 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int) -
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{raw!r} is not a whole number of bytes", variable=name,
-                          source="environment", fix=f"set it to at least {minimum}") from None
+        raise ConfigError(
+            f"{raw!r} is not a whole number of bytes",
+            variable=name,
+            source="environment",
+            fix=f"set it to at least {minimum}",
+        ) from None
     if value < minimum:
-        raise ConfigError(f"{value} is below the minimum of {minimum}", variable=name,
-                          source="environment", fix=f"set it to at least {minimum}")
+        raise ConfigError(
+            f"{value} is below the minimum of {minimum}",
+            variable=name,
+            source="environment",
+            fix=f"set it to at least {minimum}",
+        )
     return value
 
 
@@ -65,9 +73,17 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{raw!r} is not a number of seconds", variable=name,
-                          source="environment", fix="set it to a number such as 900") from None
+        raise ConfigError(
+            f"{raw!r} is not a number of seconds",
+            variable=name,
+            source="environment",
+            fix="set it to a number such as 900",
+        ) from None
     if value <= 0:
-        raise ConfigError(f"{value} must be positive", variable=name, source="environment",
-                          fix="set it to a number of seconds such as 900")
+        raise ConfigError(
+            f"{value} must be positive",
+            variable=name,
+            source="environment",
+            fix="set it to a number of seconds such as 900",
+        )
     return value

@@ -45,7 +45,8 @@ class _Context:
 
 def _fail(ctx: click.Context, error: BaseException) -> None:
     """Print an error the way the CLI promises (cause, then the traceback with -v) and exit."""
-    verbose = ctx.find_object(_Context).verbose if ctx.find_object(_Context) else 0
+    state = ctx.find_object(_Context)
+    verbose = state.verbose if state is not None else 0
     if isinstance(error, DefinitionError | ConfigError):
         code = EXIT_INVALID
     elif isinstance(error, OperatorError):
@@ -65,7 +66,9 @@ def _fail(ctx: click.Context, error: BaseException) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("-v", "--verbose", count=True, help="Show tracebacks and debug logs (repeat for more).")
+@click.option(
+    "-v", "--verbose", count=True, help="Show tracebacks and debug logs (repeat for more)."
+)
 @click.version_option(package_name="splice")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int) -> None:
@@ -83,18 +86,37 @@ def cli(ctx: click.Context, verbose: int) -> None:
 @cli.command(epilog=RUN_EPILOG)
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--flow", help="Flow to run; needed when the integration has several.")
-@click.option("--config", "assignments", multiple=True, metavar="NAME=VALUE",
-              help="Set a config value; a connection field as NAME.FIELD=VALUE. Repeatable. "
-                   "Environment: SPLICE_CONFIG_NAME, SPLICE_CONFIG_NAME__FIELD.")
-@click.option("--config-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="YAML or JSON mapping of config values (connections as nested mappings).")
-@click.option("--input", "input_file", metavar="FILE|-",
-              help="JSON given to the flow as trigger.body ('-' reads standard input); "
-                   "a file that is not JSON is passed as text.")
+@click.option(
+    "--config",
+    "assignments",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a config value; a connection field as NAME.FIELD=VALUE. Repeatable. "
+    "Environment: SPLICE_CONFIG_NAME, SPLICE_CONFIG_NAME__FIELD.",
+)
+@click.option(
+    "--config-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="YAML or JSON mapping of config values (connections as nested mappings).",
+)
+@click.option(
+    "--input",
+    "input_file",
+    metavar="FILE|-",
+    help="JSON given to the flow as trigger.body ('-' reads standard input); "
+    "a file that is not JSON is passed as text.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only the result, no timeline.")
 @click.pass_context
-def run(ctx: click.Context, file: Path, flow: str | None, assignments: tuple[str, ...],
-        config_file: Path | None, input_file: str | None, quiet: bool) -> None:
+def run(
+    ctx: click.Context,
+    file: Path,
+    flow: str | None,
+    assignments: tuple[str, ...],
+    config_file: Path | None,
+    input_file: str | None,
+    quiet: bool,
+) -> None:
     """Run a flow of the integration in FILE locally and print its result as JSON.
 
     The result goes to standard output; progress and the step timeline go to standard error.
@@ -106,9 +128,15 @@ def run(ctx: click.Context, file: Path, flow: str | None, assignments: tuple[str
     try:
         trigger = {"type": "manual", "body": _read_input(input_file)}
         with LocalRun.open() as local:
-            outcome = local.run(file, flow=flow, assignments=assignments,
-                                config_file=config_file, trigger=trigger, quiet=quiet,
-                                console=stderr)
+            outcome = local.run(
+                file,
+                flow=flow,
+                assignments=assignments,
+                config_file=config_file,
+                trigger=trigger,
+                quiet=quiet,
+                console=stderr,
+            )
     except (SpliceError, OSError) as error:
         _fail(ctx, error)
         return
@@ -126,8 +154,11 @@ def _read_input(input_file: str | None) -> Any:
     else:
         path = Path(input_file)
         if not path.is_file():
-            raise ConfigError(f"input file {input_file!r} not found", variable="--input",
-                              fix="give a readable JSON file, or - for standard input")
+            raise ConfigError(
+                f"input file {input_file!r} not found",
+                variable="--input",
+                fix="give a readable JSON file, or - for standard input",
+            )
         text = path.read_text(encoding="utf-8-sig")
     try:
         return json.loads(text)
@@ -147,8 +178,9 @@ def validate(ctx: click.Context, file: Path) -> None:
     except SpliceError as error:
         _fail(ctx, error)
         return
-    flows = ", ".join(f"{name} ({len(flow.steps)} steps)" for name, flow in
-                      integration.flows.items())
+    flows = ", ".join(
+        f"{name} ({len(flow.steps)} steps)" for name, flow in integration.flows.items()
+    )
     stderr.print(f"[green]valid[/]: {integration.key} {integration.version or ''} — flows: {flows}")
 
 
@@ -164,16 +196,23 @@ def executions() -> None:
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 @click.pass_context
-def list_executions(ctx: click.Context, status: str | None, integration: str | None,
-                    flow: str | None, limit: int, as_json: bool) -> None:
+def list_executions(
+    ctx: click.Context,
+    status: str | None,
+    integration: str | None,
+    flow: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """List recent executions, newest first."""
     from splice.cli.render import execution_table
     from splice.local import open_store
 
     try:
         with open_store() as store:
-            records = store.list_executions(status=status, integration=integration, flow=flow,
-                                            limit=limit)
+            records = store.list_executions(
+                status=status, integration=integration, flow=flow, limit=limit
+            )
     except SpliceError as error:
         _fail(ctx, error)
         return
@@ -185,9 +224,22 @@ def list_executions(ctx: click.Context, status: str | None, integration: str | N
 
 
 def _execution_json(record: Any) -> dict[str, Any]:
-    fields = ("id", "integration_key", "integration_version", "flow", "trigger_type", "status",
-              "created_at", "started_at", "ended_at", "error_type", "error_message",
-              "failed_step", "step_runs", "continued_failures")
+    fields = (
+        "id",
+        "integration_key",
+        "integration_version",
+        "flow",
+        "trigger_type",
+        "status",
+        "created_at",
+        "started_at",
+        "ended_at",
+        "error_type",
+        "error_message",
+        "failed_step",
+        "step_runs",
+        "continued_failures",
+    )
     return {name: getattr(record, name) for name in fields}
 
 
@@ -204,9 +256,12 @@ def show_execution(ctx: click.Context, execution_id: str, as_json: bool) -> None
         with open_store() as store:
             record = store.get_execution(execution_id)
             if record is None:
-                raise ConfigError("no execution with this id (or unique id prefix)",
-                                  variable=execution_id, source="EXECUTION_ID",
-                                  fix="list ids with `splice executions list`")
+                raise ConfigError(
+                    "no execution with this id (or unique id prefix)",
+                    variable=execution_id,
+                    source="EXECUTION_ID",
+                    fix="list ids with `splice executions list`",
+                )
             runs = store.step_runs(record.id)
     except SpliceError as error:
         _fail(ctx, error)
@@ -214,24 +269,41 @@ def show_execution(ctx: click.Context, execution_id: str, as_json: bool) -> None
     if as_json:
         data = _execution_json(record)
         data["step_runs_detail"] = [
-            {key: getattr(run, key) for key in ("path", "kind", "action", "status", "attempt",
-                                                 "started_at", "ended_at", "input_size",
-                                                 "output_size", "output_blob", "error_type",
-                                                 "error_message", "continued")}
+            {
+                key: getattr(run, key)
+                for key in (
+                    "path",
+                    "kind",
+                    "action",
+                    "status",
+                    "attempt",
+                    "started_at",
+                    "ended_at",
+                    "input_size",
+                    "output_size",
+                    "output_blob",
+                    "error_type",
+                    "error_message",
+                    "continued",
+                )
+            }
             for run in runs
         ]
         click.echo(json.dumps(data, default=str, indent=2))
         return
     console = Console(highlight=False)
     console.print(f"[bold]execution[/] {record.id}")
-    console.print(f"  integration {record.integration_key} {record.integration_version or ''}"
-                  f" · flow {record.flow} · trigger {record.trigger_type}")
-    console.print(f"  status [bold]{record.status}[/] · duration "
-                  f"{format_duration(record.duration)} · {record.step_runs} step runs · "
-                  f"{record.continued_failures} continued failures")
+    console.print(
+        f"  integration {record.integration_key} {record.integration_version or ''}"
+        f" · flow {record.flow} · trigger {record.trigger_type}"
+    )
+    console.print(
+        f"  status [bold]{record.status}[/] · duration "
+        f"{format_duration(record.duration)} · {record.step_runs} step runs · "
+        f"{record.continued_failures} continued failures"
+    )
     if record.error_message:
-        console.print(f"  [red]error[/] {record.error_type}: {record.error_message}",
-                      markup=True)
+        console.print(f"  [red]error[/] {record.error_type}: {record.error_message}", markup=True)
     console.print(timeline_table(runs))
     failures = failed_runs(runs)
     if failures:
@@ -252,9 +324,12 @@ def logs(ctx: click.Context, execution_id: str, step: str | None) -> None:
         with open_store() as store:
             record = store.get_execution(execution_id)
             if record is None:
-                raise ConfigError("no execution with this id (or unique id prefix)",
-                                  variable=execution_id, source="EXECUTION_ID",
-                                  fix="list ids with `splice executions list`")
+                raise ConfigError(
+                    "no execution with this id (or unique id prefix)",
+                    variable=execution_id,
+                    source="EXECUTION_ID",
+                    fix="list ids with `splice executions list`",
+                )
             lines = store.logs(record.id)
     except SpliceError as error:
         _fail(ctx, error)

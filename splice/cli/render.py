@@ -87,9 +87,12 @@ class LiveView:
             self._progress.update(task, completed=event.done, failed=event.failed)
 
 
-def timeline_rows(runs: Iterable[Any]) -> list[tuple[str, str, str, str, str, str]]:
+Row = tuple[str, str, str, str, str, str]
+
+
+def timeline_rows(runs: Iterable[Any]) -> list[Row]:
     """Summarise step runs: top-level steps one by one, loop bodies as statistics per step."""
-    rows: list[tuple[str, str, str, str, str, str]] = []
+    rows: list[Row] = []
     inner: dict[str, list[Any]] = defaultdict(list)
     for run in runs:
         path = run.path
@@ -99,17 +102,22 @@ def timeline_rows(runs: Iterable[Any]) -> list[tuple[str, str, str, str, str, st
             inner[f"{loop_path}[*].{step_name}"].append(run)
             continue
         rows.append(
-            (path, run.kind if run.kind != "action" else (run.action or ""), run.status,
-             format_duration(_duration(run)), format_size(run.input_size),
-             format_size(_output_size(run)))
+            (
+                path,
+                run.kind if run.kind != "action" else (run.action or ""),
+                run.status,
+                format_duration(_duration(run)),
+                format_size(run.input_size),
+                format_size(_output_size(run)),
+            )
         )
         if run.kind == "loop":
             rows.extend(_loop_rows(path, inner))
     return rows
 
 
-def _loop_rows(loop_path: str, inner: dict[str, list[Any]]) -> list[tuple[str, ...]]:
-    rows = []
+def _loop_rows(loop_path: str, inner: dict[str, list[Any]]) -> list[Row]:
+    rows: list[Row] = []
     for key in [k for k in inner if k.startswith(f"{loop_path}[*].")]:
         runs = inner.pop(key)
         durations = [_duration(run) for run in runs]
@@ -117,10 +125,14 @@ def _loop_rows(loop_path: str, inner: dict[str, list[Any]]) -> list[tuple[str, .
         status = f"{len(runs) - failed} ok" + (f", {failed} failed" if failed else "")
         median = statistics.median(durations)
         rows.append(
-            ("  " + key.removeprefix(loop_path), runs[0].action or runs[0].kind, status,
-             f"p50 {format_duration(median)} · max {format_duration(max(durations))}",
-             format_size(sum(run.input_size for run in runs)),
-             format_size(sum(_output_size(run) or 0 for run in runs)))
+            (
+                "  " + key.removeprefix(loop_path),
+                runs[0].action or runs[0].kind,
+                status,
+                f"p50 {format_duration(median)} · max {format_duration(max(durations))}",
+                format_size(sum(run.input_size for run in runs)),
+                format_size(sum(_output_size(run) or 0 for run in runs)),
+            )
         )
     return rows
 
@@ -154,16 +166,30 @@ def failed_runs(runs: Iterable[Any]) -> list[Any]:
 
 def execution_table(records: Iterable[ExecutionRecord]) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("id", "integration", "flow", "status", "started", "duration", "steps",
-                   "continued failures"):
+    for column in (
+        "id",
+        "integration",
+        "flow",
+        "status",
+        "started",
+        "duration",
+        "steps",
+        "continued failures",
+    ):
         table.add_column(column)
     for record in records:
         style = STATUS_STYLE.get(record.status)
         started = record.started_at.strftime("%Y-%m-%d %H:%M:%S") if record.started_at else "-"
-        table.add_row(record.id, record.integration_key, record.flow,
-                      f"[{style}]{record.status}[/]" if style else record.status,
-                      started, format_duration(record.duration), str(record.step_runs),
-                      str(record.continued_failures))
+        table.add_row(
+            record.id,
+            record.integration_key,
+            record.flow,
+            f"[{style}]{record.status}[/]" if style else record.status,
+            started,
+            format_duration(record.duration),
+            str(record.step_runs),
+            str(record.continued_failures),
+        )
     return table
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import linecache
+import sys
 import types
 from typing import Any
 
@@ -81,5 +82,8 @@ def _compile(text: str, filename: str) -> types.ModuleType:
         raise ActionError(
             f"invalid Python in {filename!r} line {error.lineno}: {error.msg}", retryable=False
         ) from None
+    # Registered so that dataclasses and pickling, which look a module up by name, work.
+    # The sandboxed child is discarded after the execution, so nothing leaks into the next.
+    sys.modules[name] = module
     exec(code, module.__dict__)  # customer code, confined by the sandbox it runs in
     return module

@@ -28,6 +28,7 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRAC
 FIRST_BACKOFF_SECONDS = 0.5
 MAX_REDIRECTS = 20
 ERROR_BODY_CHARS = 500
+DEFAULT_PORTS = {"http": 80, "https": 443}
 RESPONSE_TYPES = ("auto", "json", "text", "bytes")
 
 
@@ -233,7 +234,7 @@ class _RequestPlan:
         self.idempotent = True
 
     def build(self, client: httpx.Client) -> httpx.Request:
-        url = self.url.copy_merge_params(self.query) if self.query else self.url
+        url = self.url.copy_merge_params(tuple(self.query)) if self.query else self.url
         return client.build_request(
             self.method, url, headers=self.headers, content=self.content, timeout=self.timeout
         )
@@ -313,13 +314,17 @@ def _send_following_redirects(client: httpx.Client, plan: _RequestPlan) -> httpx
         next_request = response.next_request
         if not plan.follow_redirects or next_request is None:
             return response
-        if plan.secret_header and next_request.url.origin != request.url.origin:
+        if plan.secret_header and _origin(next_request.url) != _origin(request.url):
             next_request.headers.pop(plan.secret_header, None)
         request = next_request
     raise ActionError(
         f"{plan.label} redirected more than {MAX_REDIRECTS} times; check the URL",
         retryable=False,
     )
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme)
 
 
 def _may_resend(plan: _RequestPlan, error: httpx.TransportError) -> bool:

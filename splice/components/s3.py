@@ -54,7 +54,7 @@ def list_objects(
     client = _client(context, endpoint_url, region, connection)
 
     def list_pages() -> list[dict[str, Any]]:
-        found = []
+        found: list[dict[str, Any]] = []
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         for page in pages:
             found.extend(_describe(item) for item in page.get("Contents", []))

@@ -86,9 +86,12 @@ def references(text: str) -> list[Reference]:
     found: list[Reference] = []
     consumed: set[int] = set()
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        target = node.node
+        target = node.node  # type: ignore[attr-defined]
         if isinstance(target, nodes.Name) and target.ctx == "load":
-            key = node.attr if isinstance(node, nodes.Getattr) else _const_key(node.arg)
+            if isinstance(node, nodes.Getattr):
+                key: str | None = node.attr
+            else:
+                key = _const_key(node.arg)  # type: ignore[attr-defined]
             found.append(Reference(target.name, key))
             consumed.add(id(target))
     for name in tree.find_all(nodes.Name):

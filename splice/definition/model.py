@@ -212,7 +212,8 @@ class Integration(_Model):
             if len(self.flows) == 1:
                 return next(iter(self.flows.items()))
             raise KeyError(
-                f"integration {self.key!r} has flows {', '.join(self.flows)}; choose one with --flow"
+                f"integration {self.key!r} has flows {', '.join(self.flows)}; "
+                "choose one with --flow"
             )
         if name not in self.flows:
             raise KeyError(

@@ -77,7 +77,7 @@ def validate_integration(
 def _check_default(name: str, variable: ConfigVariable) -> list[Located]:
     if variable.default is None:
         return []
-    expected = {
+    expected: Any = {
         "string": str,
         "secret": str,
         "number": (int, float),
@@ -87,8 +87,7 @@ def _check_default(name: str, variable: ConfigVariable) -> list[Located]:
     }.get(variable.type)
     value = variable.default
     wrong = expected is not None and (
-        not isinstance(value, expected)
-        or (variable.type == "number" and isinstance(value, bool))
+        not isinstance(value, expected) or (variable.type == "number" and isinstance(value, bool))
     )
     if wrong:
         return [
@@ -196,8 +195,12 @@ def _check_action_step(
         if spec is None and not action.extra_inputs:
             known = ", ".join(action.inputs) or "none"
             problems.append(
-                Located(input_loc, f"{step.action} has no input {key!r}", f"known inputs: {known}",
-                        on_key=True)
+                Located(
+                    input_loc,
+                    f"{step.action} has no input {key!r}",
+                    f"known inputs: {known}",
+                    on_key=True,
+                )
             )
             continue
         problems.extend(_check_expressions_in(value, input_loc, scope))
@@ -277,7 +280,10 @@ def _check_reference(
         return (f"{root!r} exists only inside a loop", "move the step into a loop's steps")
     if root == "config" and name is not None and name not in scope.config:
         declared = ", ".join(sorted(scope.config)) or "none"
-        return (f"no config variable {name!r}", f"declare it under `config:` (declared: {declared})")
+        return (
+            f"no config variable {name!r}",
+            f"declare it under `config:` (declared: {declared})",
+        )
     if root == "loops" and name is not None and name not in scope.loops:
         return (f"no enclosing loop {name!r}", "loops.<id> reaches only loops around this step")
     if root == "steps" and name is not None and name not in scope.steps:
@@ -297,23 +303,43 @@ def _check_code(
 ) -> list[Located | Problem]:
     file, source = step.inputs.get("file"), step.inputs.get("source")
     if (file is None) == (source is None):
-        return [Located([*loc, "inputs"], "code.run needs exactly one of `file` or `source`",
-                        "give `file: name.py` (next to the definition) or inline `source:`")]
+        return [
+            Located(
+                [*loc, "inputs"],
+                "code.run needs exactly one of `file` or `source`",
+                "give `file: name.py` (next to the definition) or inline `source:`",
+            )
+        ]
     function = step.inputs.get("function", "run")
     if source is not None:
         if not isinstance(source, str) or "{{" in source:
             return [Located([*loc, "inputs", "source"], "`source` must be literal Python code")]
         return _check_python(source, f"<{step.id}>", function, loc)
     if not isinstance(file, str) or "{{" in file:
-        return [Located([*loc, "inputs", "file"], "`file` must be a literal relative path",
-                        "name the .py file next to the definition")]
+        return [
+            Located(
+                [*loc, "inputs", "file"],
+                "`file` must be a literal relative path",
+                "name the .py file next to the definition",
+            )
+        ]
     resolved = (base_dir / file).resolve()
     if not resolved.is_relative_to(base_dir.resolve()):
-        return [Located([*loc, "inputs", "file"], f"code file {file!r} is outside the "
-                        "definition's folder", "keep customer code next to the definition")]
+        return [
+            Located(
+                [*loc, "inputs", "file"],
+                f"code file {file!r} is outside the definition's folder",
+                "keep customer code next to the definition",
+            )
+        ]
     if not resolved.is_file():
-        return [Located([*loc, "inputs", "file"], f"code file {file!r} not found in "
-                        f"{str(base_dir)!r}", "check the file name")]
+        return [
+            Located(
+                [*loc, "inputs", "file"],
+                f"code file {file!r} not found in {str(base_dir)!r}",
+                "check the file name",
+            )
+        ]
     text = resolved.read_text(encoding="utf-8-sig")
     problems = _check_python(text, str(resolved), function, loc)
     sources[file] = text
@@ -335,11 +361,14 @@ def _check_python(text: str, filename: str, function: Any, loc: Loc) -> list[Loc
             )
         ]
     defined = {
-        node.name
-        for node in tree.body
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
     }
     if function not in defined:
-        return [Located([*loc, "inputs"], f"code in {filename!r} defines no top-level function "
-                        f"{function!r}", f"add `def {function}(context, **args):`")]
+        return [
+            Located(
+                [*loc, "inputs"],
+                f"code in {filename!r} defines no top-level function {function!r}",
+                f"add `def {function}(context, **args):`",
+            )
+        ]
     return []

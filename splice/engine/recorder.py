@@ -95,8 +95,10 @@ class Recorder:
     def _move_to_blobs(self, name: str) -> str:
         source = (self._scratch_dir / name).resolve()
         if source.parent != self._scratch_dir.resolve() or not source.is_file():
-            raise StoreError(f"the sandboxed child named a value file {name!r} that is not in "
-                             "its scratch directory")
+            raise StoreError(
+                f"the sandboxed child named a value file {name!r} that is not in "
+                "its scratch directory"
+            )
         return self._blobs.put_file(source, f"executions/{self._execution_id}/{name}")
 
     def _step_row(self, event: StepRunEvent) -> dict[str, Any]:

@@ -6,6 +6,7 @@ finished step run to ``emit``, and the supervisor in the parent records them in 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
@@ -87,6 +88,7 @@ class Runner:
         scratch_dir: Path,
         masker: Masker,
         settings: RunSettings = RunSettings(),
+        working_dir: Path | None = None,
     ) -> None:
         self.integration = integration
         self.flow = integration.flows[flow]
@@ -96,6 +98,7 @@ class Runner:
         self.scratch_dir = scratch_dir
         self.masker = masker
         self.settings = settings
+        self.working_dir = working_dir
         self._emit = emit
         self._lock = threading.Lock()
         self._evaluators: dict[tuple[int, str], Evaluator] = {}
@@ -142,10 +145,9 @@ class Runner:
         for resource in self._resources.values():
             close = getattr(resource, "close", None)
             if callable(close):
-                try:
+                # A client that fails to close changes nothing about the execution's outcome.
+                with contextlib.suppress(Exception):
                     close()
-                except Exception:  # noqa: S110 - a client that fails to close changes nothing
-                    pass
 
     def _run_block(self, steps: list[Step], scope: dict[str, Any], prefix: str) -> Any:
         output: Any = None
@@ -158,7 +160,9 @@ class Runner:
         if isinstance(step, LoopStep):
             return self._run_loop(step, scope, path)
         if isinstance(step, BranchStep):
-            return self._with_policy(step, path, "branch", lambda a: self._branch(step, scope, path))
+            return self._with_policy(
+                step, path, "branch", lambda a: self._branch(step, scope, path)
+            )
         assert isinstance(step, ActionStep)
         return self._with_policy(
             step, path, "action", lambda attempt: self._invoke(step, scope, path, attempt)
@@ -194,8 +198,16 @@ class Runner:
                 continued = step.final_policy == "continue"
                 failed_item = self._record(item) if kind == "iteration" else None
                 self._step_run(
-                    step, path, kind, "failed", attempt, started, ended,
-                    error=error, continued=continued, item=failed_item,
+                    step,
+                    path,
+                    kind,
+                    "failed",
+                    attempt,
+                    started,
+                    ended,
+                    error=error,
+                    continued=continued,
+                    item=failed_item,
                 )
                 if not continued:
                     raise _StepFailed(getattr(exc, "path", path), error) from None
@@ -207,22 +219,43 @@ class Runner:
             if record_success:
                 recorded = self._record(output)
                 self._step_run(
-                    step, path, kind, "succeeded", attempt, started, time.time(),
-                    input_size=input_size, output=recorded,
+                    step,
+                    path,
+                    kind,
+                    "succeeded",
+                    attempt,
+                    started,
+                    time.time(),
+                    input_size=input_size,
+                    output=recorded,
                 )
             return output
 
     def _step_run(
-        self, step: Step, path: str, kind: str, status: str, attempt: int,
-        started: float, ended: float, **fields: Any,
+        self,
+        step: Step,
+        path: str,
+        kind: str,
+        status: str,
+        attempt: int,
+        started: float,
+        ended: float,
+        **fields: Any,
     ) -> None:
         with self._lock:
             self.step_runs += 1
         action = step.action if isinstance(step, ActionStep) else None
         self._emit(
             StepRunEvent(
-                path=path, step_id=step.id, kind=kind, status=status, attempt=attempt,
-                started=started, ended=ended, action=action, **fields,
+                path=path,
+                step_id=step.id,
+                kind=kind,
+                status=status,
+                attempt=attempt,
+                started=started,
+                ended=ended,
+                action=action,
+                **fields,
             )
         )
 
@@ -260,6 +293,7 @@ class Runner:
             config=self.config,
             logger=StepLog(self, path),
             scratch_dir=self.scratch_dir,
+            working_dir=self.working_dir,
             sources=self.integration.sources,
             resources=self._resources,
         )
@@ -294,8 +328,10 @@ class Runner:
         started = time.time()
         try:
             items = self._evaluate(step, "loop", step.loop, scope, where=f"{path}.loop")
-            if isinstance(items, Mapping) or not hasattr(items, "__iter__") or isinstance(
-                items, str | bytes
+            if (
+                isinstance(items, Mapping)
+                or not hasattr(items, "__iter__")
+                or isinstance(items, str | bytes)
             ):
                 raise ActionError(
                     f"loop of step {path!r} needs a list but the expression gave "
@@ -315,8 +351,12 @@ class Runner:
             outcome = self._iteration(step, scope, path, index, items[index])
             if isinstance(outcome, _Continued):
                 errors.append(
-                    {"index": index, "item": items[index], "step": outcome.path,
-                     "error": outcome.error.message}
+                    {
+                        "index": index,
+                        "item": items[index],
+                        "step": outcome.path,
+                        "error": outcome.error.message,
+                    }
                 )
                 tracker.advance(failed=True)
             else:
@@ -326,14 +366,28 @@ class Runner:
         try:
             self._iterate_all(step, total, iterate)
         except _StepFailed as failure:
-            self._step_run(step, path, "loop", "failed", 1, started, time.time(),
-                           error=failure.error)
+            self._step_run(
+                step, path, "loop", "failed", 1, started, time.time(), error=failure.error
+            )
             raise
         errors.sort(key=lambda entry: entry["index"])
-        output = {"results": results, "errors": errors,
-                  "succeeded": total - len(errors), "failed": len(errors)}
-        self._step_run(step, path, "loop", "succeeded", 1, started, time.time(),
-                       input_size=value_size(items), output=self._record(output))
+        output = {
+            "results": results,
+            "errors": errors,
+            "succeeded": total - len(errors),
+            "failed": len(errors),
+        }
+        self._step_run(
+            step,
+            path,
+            "loop",
+            "succeeded",
+            1,
+            started,
+            time.time(),
+            input_size=value_size(items),
+            output=self._record(output),
+        )
         return output
 
     def _iterate_all(self, step: LoopStep, total: int, iterate: Callable[[int], None]) -> None:
@@ -365,8 +419,9 @@ class Runner:
             inner["loops"] = {**scope["loops"], step.id: {"item": item, "index": index}}
             last = self._run_block(step.steps, inner, f"{iteration_path}.")
             if step.result is not None:
-                last = self._evaluate(step, "result", step.result, inner,
-                                      where=f"{iteration_path}.result")
+                last = self._evaluate(
+                    step, "result", step.result, inner, where=f"{iteration_path}.result"
+                )
             return last, 0
 
         return self._with_policy(
@@ -438,6 +493,8 @@ def _customer_traceback(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     customer = [frame for frame in frames if frame.filename in CUSTOMER_FILENAMES]
     lines = traceback.format_list(customer or frames)
-    return "Traceback (most recent call last):\n" + "".join(lines) + "".join(
-        traceback.format_exception_only(type(exc), exc)
+    return (
+        "Traceback (most recent call last):\n"
+        + "".join(lines)
+        + "".join(traceback.format_exception_only(type(exc), exc))
     )

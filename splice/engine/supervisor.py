@@ -68,9 +68,10 @@ class Supervisor:
         trigger: Mapping[str, Any],
         trigger_type: str = "manual",
         on_event: Callable[[Event], None] | None = None,
+        working_dir: str | None = None,
     ) -> ExecutionOutcome:
+        """Run one flow to its end; every record is committed when this returns."""
         execution_id = new_execution_id()
-        started = time.time()
         self.store.create_execution(
             {
                 "id": execution_id,
@@ -87,7 +88,9 @@ class Supervisor:
         scratch = self.settings.scratch_dir / execution_id
         scratch.mkdir(parents=True, mode=0o700)
         try:
-            result = self._run(integration, execution_id, flow, config, trigger, scratch, on_event)
+            result = self._run(
+                integration, execution_id, flow, config, trigger, scratch, on_event, working_dir
+            )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return result
@@ -101,6 +104,7 @@ class Supervisor:
         trigger: Mapping[str, Any],
         scratch: Any,
         on_event: Callable[[Event], None] | None,
+        working_dir: str | None,
     ) -> ExecutionOutcome:
         started = time.monotonic()
         spec = execution_spec.ExecutionSpec(
@@ -114,6 +118,7 @@ class Supervisor:
             scratch_dir=str(scratch),
             spill_threshold=self.settings.spill_threshold,
             log_limit=self.settings.log_limit,
+            working_dir=working_dir,
         )
         request = ExecutionRequest(
             execution_id=execution_id,
@@ -133,7 +138,7 @@ class Supervisor:
             if on_event is not None:
                 on_event(event)
         assert result is not None  # a sandboxed execution always ends with a result
-        final = {
+        final: dict[str, Any] = {
             "status": result.status,
             "ended_at": now(),
             "error_type": result.error.type if result.error else None,
@@ -148,8 +153,8 @@ class Supervisor:
             execution_id=execution_id,
             status=result.status,
             result=value,
-            error_type=final["error_type"],
-            error_message=final["error_message"],
+            error_type=result.error.type if result.error else None,
+            error_message=result.error.message if result.error else None,
             failed_step=result.failed_step,
             continued_failures=result.continued_failures,
             step_runs=result.step_runs,

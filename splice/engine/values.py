@@ -119,7 +119,7 @@ class Recorded(msgspec.Struct, array_like=True, omit_defaults=True):
 def record_value(value: Any, *, masker: Masker, threshold: int, scratch_dir: Path) -> Recorded:
     """Encode a value for the records, masking secrets and spilling large ones to a file."""
     if isinstance(value, bytes | bytearray | memoryview) and len(value) > threshold:
-        data = masker.data(bytes(value)) if masker and masker.found_in(value) else value
+        data = masker.data(bytes(value)) if masker and masker.found_in(bytes(value)) else value
         return _spill(data, RAW_BYTES, scratch_dir)
     if isinstance(value, str) and len(value) > threshold:
         return _spill(masker.text(value).encode("utf-8"), RAW_TEXT, scratch_dir)

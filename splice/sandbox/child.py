@@ -88,9 +88,12 @@ def _run(spec: execution_spec.ExecutionSpec, emit: Any) -> ResultEvent:
             scratch_dir=Path(spec.scratch_dir),
             masker=Masker(spec.secrets),
             settings=RunSettings(spill_threshold=spec.spill_threshold, log_limit=spec.log_limit),
+            working_dir=Path(spec.working_dir) if spec.working_dir else None,
         )
     except Exception as error:  # a spec the child cannot use is a platform fault
-        return ResultEvent("failed", error=ErrorInfo(type(error).__name__, f"invalid spec: {error}"))
+        return ResultEvent(
+            "failed", error=ErrorInfo(type(error).__name__, f"invalid spec: {error}")
+        )
     stdout, stderr = sys.stdout, sys.stderr
     sys.stdout = _PrintCapture(runner, "info")
     sys.stderr = _PrintCapture(runner, "warning")

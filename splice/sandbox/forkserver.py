@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -113,8 +114,9 @@ class ForkServerSandbox:
             pid = started.result(timeout=START_TIMEOUT)
         except Exception as error:
             parent_end.close()
-            raise SandboxError(f"could not fork a child for execution "
-                               f"{request.execution_id}: {error}") from None
+            raise SandboxError(
+                f"could not fork a child for execution {request.execution_id}: {error}"
+            ) from None
         with self._lock:
             exit_future = self._exits.setdefault(pid, Future())
         send_frame(parent_end, request.spec)
@@ -162,10 +164,8 @@ class ForkedExecution:
     def _signal_group(self) -> None:
         if self._exit_code.done():
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def events(self) -> Iterator[Event]:
         result: ResultEvent | None = None
@@ -179,13 +179,18 @@ class ForkedExecution:
                 yield event
         except TimeoutError:
             self._signal_group()
-            result = _failure("ExecutionTimeout", f"the execution ran past its wall-clock limit "
-                              f"of {self._timeout:g} s and was stopped; raise the limit with "
-                              "SPLICE_EXECUTION_TIMEOUT or make the flow faster")
+            result = _failure(
+                "ExecutionTimeout",
+                f"the execution ran past its wall-clock limit "
+                f"of {self._timeout:g} s and was stopped; raise the limit with "
+                "SPLICE_EXECUTION_TIMEOUT or make the flow faster",
+            )
         except (ChannelError, msgspec.DecodeError, msgspec.ValidationError) as error:
             self._signal_group()
-            result = _failure("SandboxError", f"the sandboxed child sent an invalid frame "
-                              f"({error}) and was stopped")
+            result = _failure(
+                "SandboxError",
+                f"the sandboxed child sent an invalid frame ({error}) and was stopped",
+            )
         finally:
             self._sock.close()
         if self._killed is not None:
@@ -201,7 +206,9 @@ class ForkedExecution:
         except Exception:
             return "the sandboxed child closed its channel without a result"
         if code < 0:
-            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else code
+            name = (
+                signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else code
+            )
             return f"the sandboxed child was killed by signal {name} before it finished"
         return f"the sandboxed child exited with code {code} before it finished"
 

@@ -19,6 +19,7 @@ class ExecutionSpec(msgspec.Struct, omit_defaults=True):
     spill_threshold: int
     log_limit: int
     environment: dict[str, str] = {}
+    working_dir: str | None = None  # where relative file paths are taken from
 
 
 encoder = msgspec.msgpack.Encoder()

@@ -13,6 +13,7 @@ import select
 import signal
 import socket
 import sys
+from typing import Any
 
 import msgspec
 
@@ -22,7 +23,7 @@ CONTROL_MESSAGE_SIZE = 4096
 def _preload() -> None:
     """Import and warm everything an execution uses, so children start with it loaded."""
     import splice.components as components
-    import splice.engine.runner  # noqa: F401
+    import splice.engine.runner
     import splice.sandbox.child  # noqa: F401
     from splice.definition.expressions import compile_value
 
@@ -40,7 +41,8 @@ def main(control_fd: int) -> None:
     encoder = msgspec.msgpack.Encoder()
     control.send(encoder.encode({"ready": os.getpid()}))
     while True:
-        readable, _, _ = select.select([control, wake_read], [], [])
+        waiting: list[Any] = [control, wake_read]
+        readable, _, _ = select.select(waiting, [], [])
         if wake_read in readable:
             os.read(wake_read, 4096)
             _reap(control, encoder)

@@ -8,7 +8,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-INPUT_TYPES = ("string", "integer", "number", "boolean", "list", "object", "bytes", "any", "connection")
+INPUT_TYPES = (
+    "string",
+    "integer",
+    "number",
+    "boolean",
+    "list",
+    "object",
+    "bytes",
+    "any",
+    "connection",
+)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -37,7 +47,9 @@ class Input:
     def __post_init__(self) -> None:
         for name in self.types:
             if name not in INPUT_TYPES:
-                raise ValueError(f"unknown input type {name!r}; use one of {', '.join(INPUT_TYPES)}")
+                raise ValueError(
+                    f"unknown input type {name!r}; use one of {', '.join(INPUT_TYPES)}"
+                )
 
     @property
     def types(self) -> tuple[str, ...]:
@@ -99,7 +111,9 @@ class Action:
         return f"{self.component}.{self.name}"
 
     def defaults(self) -> dict[str, Any]:
-        return {key: spec.default for key, spec in self.inputs.items() if spec.default is not MISSING}
+        return {
+            key: spec.default for key, spec in self.inputs.items() if spec.default is not MISSING
+        }
 
 
 @dataclass
@@ -166,7 +180,9 @@ def _check_signature(
     parameters = inspect.signature(function).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     if extra_inputs and not accepts_any:
-        raise TypeError(f"action {qualified} declares extra_inputs but its function has no **kwargs")
+        raise TypeError(
+            f"action {qualified} declares extra_inputs but its function has no **kwargs"
+        )
     missing = [key for key in inputs if key not in parameters and not accepts_any]
     if missing:
         raise TypeError(

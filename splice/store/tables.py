@@ -49,8 +49,9 @@ step_runs = Table(
     "step_runs",
     metadata,
     Column("id", Integer(), primary_key=True, autoincrement=True),
-    Column("execution_id", String(36), ForeignKey("executions.id", ondelete="CASCADE"),
-           nullable=False),
+    Column(
+        "execution_id", String(36), ForeignKey("executions.id", ondelete="CASCADE"), nullable=False
+    ),
     Column("sequence", Integer(), nullable=False),
     Column("path", String(1000), nullable=False),
     Column("step_id", String(200), nullable=False),
@@ -79,8 +80,9 @@ logs = Table(
     "logs",
     metadata,
     Column("id", Integer(), primary_key=True, autoincrement=True),
-    Column("execution_id", String(36), ForeignKey("executions.id", ondelete="CASCADE"),
-           nullable=False),
+    Column(
+        "execution_id", String(36), ForeignKey("executions.id", ondelete="CASCADE"), nullable=False
+    ),
     Column("sequence", Integer(), nullable=False),
     Column("step_path", String(1000)),
     Column("level", String(10), nullable=False),

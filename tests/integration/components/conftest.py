@@ -37,6 +37,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on."""
+    return free_port()
+
+
 @dataclass
 class ReceivedRequest:
     """One request as the scripted server received it."""

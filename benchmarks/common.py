@@ -1,0 +1,87 @@
+"""Helpers shared by the benchmarks: machine description, tables, process memory, settings."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from splice.settings import Settings
+
+
+def machine() -> str:
+    """Describe the CPU model, cores, kernel and Python of this machine in one line."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = os.cpu_count()
+    return (f"{model}, {cores} cores, Linux {platform.release()}, "
+            f"Python {platform.python_version()} ({sys.executable})")
+
+
+def header(title: str) -> None:
+    print(f"# {title}")
+    print(f"machine: {machine()}")
+    print(f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Print rows as a Markdown table, so the output can go into RESULTS.md as it is."""
+    cells = [[str(value) for value in row] for row in rows]
+    widths = [max(len(headers[i]), *(len(row[i]) for row in cells)) for i in range(len(headers))]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
+    print("| " + " | ".join("-" * w for w in widths) + " |")
+    for row in cells:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+
+
+def bench_settings(data_dir: Path) -> Settings:
+    """Settings whose database, blobs and scratch space all live under ``data_dir``."""
+    return Settings.from_env({"SPLICE_DATA_DIR": str(data_dir)})
+
+
+def status_kib(pid: int | str, field: str) -> int:
+    """Read a ``/proc/PID/status`` field such as VmHWM or VmRSS, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(f"{field} not found in /proc/{pid}/status")
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Checks:
+    """Collects correctness checks; the benchmark exits non-zero when one failed."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def expect(self, condition: bool, message: str) -> None:
+        if not condition:
+            self.failures.append(message)
+            print(f"CHECK FAILED: {message}", file=sys.stderr)
+
+    def exit_code(self) -> int:
+        if self.failures:
+            print(f"{len(self.failures)} correctness checks failed", file=sys.stderr)
+            return 1
+        print("all correctness checks passed")
+        return 0
