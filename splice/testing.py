@@ -19,7 +19,7 @@ def make_context(
     config: Mapping[str, Any] | None = None,
     step: str = "step",
     scratch_dir: Path | None = None,
-    integration_dir: Path | None = None,
+    working_dir: Path | None = None,
     sources: Mapping[str, str] | None = None,
 ) -> ActionContext:
     """Build an ActionContext outside of any execution, with a fresh scratch directory."""
@@ -30,7 +30,7 @@ def make_context(
         config=dict(config or {}),
         logger=logging.LoggerAdapter(logging.getLogger("splice.testing"), {}),
         scratch_dir=scratch_dir or Path(tempfile.mkdtemp(prefix="splice-test-")),
-        integration_dir=integration_dir,
+        working_dir=working_dir,
         sources=dict(sources or {}),
     )
 

@@ -22,8 +22,6 @@ from splice.sdk import ActionError
 FIX = "correct the file at its sender or move it out of the inbox"
 
 
-# NOTE: not a dataclass, because code.run does not register customer modules in
-# sys.modules, and @dataclass looks its module up there when annotations are strings.
 class DocumentKind(NamedTuple):
     """The names and elements that differ between a UBL invoice and a UBL credit note."""
 

@@ -1,7 +1,7 @@
 """The files component: list, read and write files in local folders.
 
-A relative path is resolved against the integration's folder when the execution has one,
-otherwise against the working directory.
+A relative path is taken from the execution's working directory (where `splice run` was
+started) when it has one, otherwise from the current directory.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ component = Component("files", description="Local files and folders")
 
 
 def resolve_path(context: ActionContext, path: str) -> Path:
-    """Return ``path`` as an absolute path, relative ones taken from the integration's folder."""
+    """Return ``path`` as an absolute path, relative ones taken from the working directory."""
     candidate = Path(path)
-    if not candidate.is_absolute() and context.integration_dir is not None:
-        candidate = context.integration_dir / candidate
+    if not candidate.is_absolute() and context.working_dir is not None:
+        candidate = context.working_dir / candidate
     return candidate.absolute()
 
 

@@ -45,7 +45,7 @@ RESPONSE_TYPES = ("auto", "json", "text", "bytes")
         "timeout": Input("number", default=30, description="Seconds to wait for each attempt"),
         "retries": Input("integer", default=3, description="Extra attempts after a failure"),
         "retry_max_wait": Input(
-            "number", default=60, description="Longest wait in seconds between attempts"
+            "number", default=60, description="Maximum wait in seconds between attempts"
         ),
         "response_type": Input(
             "string",
@@ -148,7 +148,7 @@ class _RequestPlan:
         self.url = url
         self.timeout = timeout
         self.follow_redirects = follow_redirects
-        self.headers: dict[str, str] = {}
+        self.headers = httpx.Headers()
         self.query: list[tuple[str, str]] = []
         self.content: bytes | None = None
         # A custom header that carries a secret. On a redirect to another origin httpx
@@ -176,14 +176,14 @@ class _RequestPlan:
                     self.query.append((name, _query_text(name, item)))
 
     def set_body(self, json: Any, text: str | None, body: bytes | str | None) -> None:
-        given = [
+        bodies = [
             name
             for name, value in (("json", json), ("text", text), ("body", body))
             if value is not None
         ]
-        if len(given) > 1:
+        if len(bodies) > 1:
             raise ActionError(
-                f"give only one of json, text and body; this step gives {' and '.join(given)}",
+                f"give only one of json, text and body; this step gives {' and '.join(bodies)}",
                 retryable=False,
             )
         if json is not None:
@@ -328,7 +328,7 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
 
 
 def _may_resend(plan: _RequestPlan, error: httpx.TransportError) -> bool:
-    # A request that never connected reached no server, so resending it is always safe.
+    # A connect error or connect timeout means no byte reached the server, so resending is safe.
     return plan.idempotent or isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
 
 
@@ -343,7 +343,7 @@ def _backoff(attempt: int, retry_max_wait: float) -> float:
 
 
 def _retry_after(response: httpx.Response, retry_max_wait: float) -> float | None:
-    """Return the wait a Retry-After header asks for (seconds or an HTTP date), capped."""
+    """Return the wait a Retry-After header requests (seconds or an HTTP date), capped."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None

@@ -212,7 +212,7 @@ def _optional_field(connection: Mapping[str, Any] | None, name: str) -> str | No
 def _resource_key(
     endpoint_url: str | None, region: str | None, credentials: Mapping[str, str]
 ) -> str:
-    # A digest stands in for the credentials, so the key never contains a secret.
+    # The key contains a digest of the credentials in place of them, so it contains no secret.
     digest = hashlib.sha256(repr(sorted(credentials.items())).encode("utf-8")).hexdigest()
     return f"{CLIENT_RESOURCE_PREFIX}{endpoint_url or ''}|{region or ''}|{digest[:16]}"
 

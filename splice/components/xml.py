@@ -59,8 +59,8 @@ def parse(
     """Parse one document from ``path`` or ``content``.
 
     An element without attributes or children becomes its text. Any other element becomes
-    an object holding ``@attribute`` keys, child keys and ``#text`` when it has text. A key
-    that occurs more than once, or is listed in ``force_list``, holds a list.
+    an object with ``@attribute`` keys, child keys and ``#text`` when it has text. A key
+    that occurs more than once, or is listed in ``force_list``, has a list as its value.
     """
     data, source, is_text = _load(context, path, content)
     caller_prefixes = _caller_prefixes(namespaces)
@@ -391,7 +391,8 @@ def _add_element(
 ) -> None:
     if isinstance(value, list):
         raise ActionError(
-            f"{where}/{key} holds a list inside a list; a repeated element is one list of values",
+            f"{where}/{key} is a list inside a list, which XML cannot represent; give a repeated "
+            "element as one flat list of values",
             retryable=False,
         )
     try:

@@ -19,18 +19,26 @@ from pydantic import (
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 STEP_ID_PATTERN = r"^[a-z_][a-z0-9_]*$"
 CONFIG_TYPES = ("string", "number", "boolean", "list", "json", "secret", "connection")
-CONNECTION_TYPES = ("api_key", "bearer", "basic")
+CONNECTION_TYPES = ("api_key", "bearer", "basic", "aws")
 
 # Fields of each connection type, and which of them are secret.
 CONNECTION_FIELDS: dict[str, dict[str, bool]] = {
     "api_key": {"api_key": True, "header": False, "in": False, "name": False},
     "bearer": {"token": True},
     "basic": {"username": False, "password": True},
+    "aws": {
+        "access_key_id": False,
+        "secret_access_key": True,
+        "session_token": True,
+        "region": False,
+        "endpoint_url": False,
+    },
 }
 CONNECTION_REQUIRED: dict[str, tuple[str, ...]] = {
     "api_key": ("api_key",),
     "bearer": ("token",),
     "basic": ("username", "password"),
+    "aws": ("access_key_id", "secret_access_key"),
 }
 CONNECTION_DEFAULTS: dict[str, dict[str, str]] = {
     "api_key": {"header": "X-API-Key", "in": "header", "name": "api_key"},
@@ -48,7 +56,7 @@ class ConfigVariable(_Model):
     required: bool = False
     default: Any = None
     description: str = ""
-    connection: Literal["api_key", "bearer", "basic"] | None = None
+    connection: Literal["api_key", "bearer", "basic", "aws"] | None = None
 
     @model_validator(mode="after")
     def _check_connection(self) -> ConfigVariable:

@@ -46,7 +46,6 @@ class ActionContext:
     # Folder that relative file paths in inputs and config values are taken from: the
     # directory `splice run` was started in. None where relative paths have no meaning.
     working_dir: Path | None = None
-    integration_dir: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
     # Objects an action keeps for the rest of this execution, such as an HTTP client.
     resources: dict[str, Any] = field(default_factory=dict)

@@ -254,7 +254,7 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def wait_until_answering(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll ``url`` until it answers; fail with the server's log if it exits or never does."""
+    """Poll ``url`` until it responds; fail with the server's log if it exits or times out."""
     deadline = time.monotonic() + MOTO_START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -1,8 +1,5 @@
 """Tests of http.request against a scripted HTTP server on 127.0.0.1."""
 
-# Asserts read "expected == actual" (the project's convention), which SIM300 would flip.
-# ruff: noqa: SIM300
-
 from __future__ import annotations
 
 import base64
@@ -286,7 +283,7 @@ def test_error_hides_secrets(context: ActionContext, http_server: ScriptedServer
 
 
 def test_connection_refused(context: ActionContext, closed_port: int) -> None:
-    """A port nobody listens on fails with the URL."""
+    """A port without a listener fails with the URL."""
     url = f"http://127.0.0.1:{closed_port}/invoices"
     with pytest.raises(ActionError) as raised:
         request(context, url=f"{url}?key=q-secret", retries=0)
@@ -357,3 +354,15 @@ def test_invalid_url(context: ActionContext) -> None:
     with pytest.raises(ActionError) as raised:
         request(context, url="127.0.0.1/invoices")
     assert "url '127.0.0.1/invoices' is not an absolute http or https URL" in str(raised.value)
+
+
+def test_content_type_any_case(context: ActionContext, http_server: ScriptedServer) -> None:
+    """A caller's lower-case content-type replaces the JSON default instead of doubling it."""
+    request(
+        context,
+        method="POST",
+        url=f"{http_server.url}/echo",
+        json={},
+        headers={"content-type": "application/vnd.api+json"},
+    )
+    assert "application/vnd.api+json" == http_server.requests[0].headers["content-type"]

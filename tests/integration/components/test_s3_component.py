@@ -1,8 +1,5 @@
 """Tests of s3.list, s3.get and s3.put against moto's S3 server on 127.0.0.1."""
 
-# Asserts read "expected == actual" (the project's convention), which SIM300 would flip.
-# ruff: noqa: SIM300
-
 from __future__ import annotations
 
 import uuid

@@ -1,8 +1,5 @@
 """Tests of csv.parse and csv.render."""
 
-# Asserts read "expected == actual" (the project's convention), which SIM300 would flip.
-# ruff: noqa: SIM300
-
 from __future__ import annotations
 
 from decimal import Decimal

@@ -1,8 +1,5 @@
 """Tests of files.list, files.read and files.write on a temporary folder."""
 
-# Asserts read "expected == actual" (the project's convention), which SIM300 would flip.
-# ruff: noqa: SIM300
-
 from __future__ import annotations
 
 import os
@@ -18,10 +15,10 @@ from splice.testing import invoke_action, make_context
 
 @pytest.fixture
 def context(tmp_path: Path) -> ActionContext:
-    """A context whose integration folder is an empty temporary folder."""
-    integration_dir = tmp_path / "integration"
-    integration_dir.mkdir()
-    return make_context(scratch_dir=tmp_path / "scratch", integration_dir=integration_dir)
+    """A context whose working directory is an empty temporary folder."""
+    working_dir = tmp_path / "integration"
+    working_dir.mkdir()
+    return make_context(scratch_dir=tmp_path / "scratch", working_dir=working_dir)
 
 
 @pytest.fixture
@@ -83,11 +80,11 @@ def test_list_entry_fields(inbox: Path) -> None:
 
 def test_list_relative_path(context: ActionContext) -> None:
     """A relative path is resolved against the integration folder."""
-    assert context.integration_dir is not None
-    (context.integration_dir / "invoices").mkdir()
-    (context.integration_dir / "invoices" / "one.xml").write_bytes(b"<a/>")
+    assert context.working_dir is not None
+    (context.working_dir / "invoices").mkdir()
+    (context.working_dir / "invoices" / "one.xml").write_bytes(b"<a/>")
     listing = invoke_action("files.list", path="invoices", context=context)
-    assert [str(context.integration_dir / "invoices" / "one.xml")] == [
+    assert [str(context.working_dir / "invoices" / "one.xml")] == [
         entry["path"] for entry in listing["files"]
     ]
 

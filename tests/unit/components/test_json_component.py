@@ -1,8 +1,5 @@
 """Tests of json.parse and json.render."""
 
-# Asserts read "expected == actual" (the project's convention), which SIM300 would flip.
-# ruff: noqa: SIM300
-
 from __future__ import annotations
 
 from decimal import Decimal
@@ -89,7 +86,7 @@ def test_render_round_trip() -> None:
 
 
 def test_render_unsupported_value() -> None:
-    """A value JSON cannot hold fails with a message that says what is allowed."""
+    """A value that JSON cannot represent fails with a message naming the allowed types."""
     with pytest.raises(ActionError) as raised:
         invoke_action("json.render", value={"when": object()})
     assert "cannot be rendered as JSON" in str(raised.value)

@@ -1,0 +1,291 @@
+"""Invoice throughput: the invoice-sync example over many invoice files, end to end.
+
+Copies the UBL files of examples/invoice-sync/invoices into a temporary inbox until it
+holds ``--invoices`` files (500 by default, each with a unique name), starts the example
+accounting API on a free port of 127.0.0.1, and measures:
+
+- ``plain``: the same work in this process without Splice, as the baseline: the
+  ``xml.parse`` action function called directly, ``map_invoice.run``, and an httpx POST
+  on one client;
+- ``splice``: ``LocalRun.run`` of the example's ``sync`` flow, which returns after every
+  step run is committed to SQLite;
+- ``splice c=4``: the same flow with ``concurrency: 4`` on the invoice loop.
+
+Each run checks that the API stored one record per invoice and that the database holds
+3 step runs per invoice plus the list, loop and summary steps.
+
+Usage: .venv/bin/python benchmarks/invoice_throughput.py [--quick] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+from common import Checks, bench_settings, header, median, percentile, print_table
+
+from splice.components import find_action
+from splice.engine.inputs import prepare_inputs
+from splice.local import LocalRun
+from splice.testing import make_context
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "invoice-sync"
+AIM_PER_SECOND = 250.0
+NAMESPACES = {
+    "cac": "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2",
+    "cbc": "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2",
+}
+FORCE_LIST = ["cac:InvoiceLine", "cac:CreditNoteLine", "cac:TaxTotal", "cac:PaymentMeans",
+              "cac:PartyTaxScheme", "cac:PartyLegalEntity"]
+
+
+class AccountingServer:
+    """The example accounting API in a child process on a free port of 127.0.0.1."""
+
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
+        self.process = subprocess.Popen(
+            [sys.executable, str(EXAMPLE / "accounting_server.py"), "--host", "127.0.0.1",
+             "--port", "0", "--api-key", api_key],
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if not line.startswith("listening on http://127.0.0.1:"):
+            self.process.kill()
+            raise RuntimeError(f"the accounting server printed {line!r} instead of its address")
+        self.url = line.removeprefix("listening on ")
+
+    def stored(self) -> int:
+        response = httpx.get(f"{self.url}/invoices", headers={"X-API-Key": self.api_key})
+        response.raise_for_status()
+        return len(response.json())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def fill_inbox(inbox: Path, count: int) -> None:
+    sources = sorted((EXAMPLE / "invoices").glob("*.xml"))
+    inbox.mkdir()
+    for index in range(count):
+        source = sources[index % len(sources)]
+        shutil.copyfile(source, inbox / f"{index:05d}-{source.name}")
+
+
+def copy_example(folder: Path, concurrency: int) -> Path:
+    """Copy the example definition and its code files, with the loop's concurrency set."""
+    folder.mkdir()
+    text = (EXAMPLE / "integration.yaml").read_text()
+    if concurrency != 1:
+        marker = "        on_error: continue\n"
+        if marker not in text:
+            raise RuntimeError("examples/invoice-sync/integration.yaml changed: no "
+                               "'on_error: continue' line in the loop to add concurrency to")
+        text = text.replace(marker, marker + f"        concurrency: {concurrency}\n", 1)
+    (folder / "integration.yaml").write_text(text)
+    for name in ("map_invoice.py", "summarize.py"):
+        shutil.copyfile(EXAMPLE / name, folder / name)
+    return folder / "integration.yaml"
+
+
+def load_mapper() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("map_invoice", EXAMPLE / "map_invoice.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_plain(inbox: Path, server: AccountingServer) -> tuple[float, list[float]]:
+    """Parse, map and post every file in this process; return seconds and per-item seconds."""
+    mapper = load_mapper()
+    parse = find_action("xml.parse")
+    assert parse is not None
+    context = make_context()
+    per_item = []
+    started = time.perf_counter()
+    with httpx.Client(headers={"User-Agent": "splice-benchmark"}) as client:
+        for file in sorted(inbox.glob("*.xml")):
+            item_started = time.perf_counter()
+            inputs = prepare_inputs(parse, {"path": str(file), "namespaces": NAMESPACES,
+                                            "force_list": FORCE_LIST}, step="parse")
+            document = parse.function(context, **inputs)
+            record = mapper.run(context, document=document, source_file=file.name)
+            response = client.post(
+                f"{server.url}/invoices", json=record,
+                headers={"X-API-Key": server.api_key,
+                         "Idempotency-Key": f"plain-{secrets.token_hex(8)}:{file.name}"},
+            )
+            response.raise_for_status()
+            per_item.append(time.perf_counter() - item_started)
+    return time.perf_counter() - started, per_item
+
+
+def run_splice(local: LocalRun, file: Path, inbox: Path, server: AccountingServer,
+               invoices: int, checks: Checks, label: str) -> tuple[float, dict[str, list[float]]]:
+    """Run the sync flow once; return wall seconds and per-item and per-step durations."""
+    assignments = [f"inbox={inbox}", f"accounting_url={server.url}",
+                   f"accounting.api_key={server.api_key}"]
+    before = server.stored()
+    started = time.perf_counter()
+    outcome = local.run(file, assignments=assignments, environ={})
+    elapsed = time.perf_counter() - started
+    stored = server.stored() - before
+    checks.expect(outcome.status == "succeeded",
+                  f"{label}: execution {outcome.status}: {outcome.error_message}")
+    checks.expect(outcome.continued_failures == 0,
+                  f"{label}: {outcome.continued_failures} invoices failed")
+    checks.expect(stored == invoices, f"{label}: the API stored {stored} of {invoices} records")
+    expected_runs = 3 * invoices + 3  # parse, map, post per invoice; list, loop, summary
+    checks.expect(outcome.step_runs == expected_runs,
+                  f"{label}: outcome reports {outcome.step_runs} step runs, "
+                  f"expected {expected_runs}")
+    records = local.store.step_runs(outcome.execution_id)
+    checks.expect(len(records) == expected_runs,
+                  f"{label}: {len(records)} step_runs rows, expected {expected_runs}")
+    checks.expect(all(r.status == "succeeded" for r in records),
+                  f"{label}: some step runs did not succeed")
+    return elapsed, durations(records)
+
+
+def durations(records: list[Any]) -> dict[str, list[float]]:
+    """Seconds per step id, and per iteration ('item': first start to last end)."""
+    by_step: dict[str, list[float]] = defaultdict(list)
+    spans: dict[str, list[Any]] = {}
+    for record in records:
+        seconds = (record.ended_at - record.started_at).total_seconds()
+        by_step[record.step_id].append(seconds)
+        if "[" in record.path:
+            iteration = record.path.split(".", 1)[0]
+            span = spans.setdefault(iteration, [record.started_at, record.ended_at])
+            span[0] = min(span[0], record.started_at)
+            span[1] = max(span[1], record.ended_at)
+    by_step["item"] = [(end - start).total_seconds() for start, end in spans.values()]
+    return by_step
+
+
+def profile_child_side(file: Path, inbox: Path, server: AccountingServer) -> None:
+    """Run the flow's Runner in this process under cProfile (the sandboxed child's work)."""
+    import cProfile
+    import io
+    import pstats
+
+    from splice.config import resolve_config
+    from splice.definition import load_integration
+    from splice.engine import events
+    from splice.engine.runner import Runner
+    from splice.engine.values import Masker
+
+    integration = load_integration(file)
+    config = resolve_config(integration, assignments=[
+        f"inbox={inbox}", f"accounting_url={server.url}", f"accounting.api_key={server.api_key}",
+    ], config_file=None, environ={})
+    scratch = Path(tempfile.mkdtemp(prefix="splice-bench-profile-"))
+    runner = Runner(integration=integration, flow="sync", execution_id="profile",
+                    config=config.values, trigger={"type": "manual"},
+                    emit=lambda event: events.encoder.encode(event), scratch_dir=scratch,
+                    masker=Masker(config.secrets))
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.runcall(runner.run)
+    elapsed = time.perf_counter() - started
+    shutil.rmtree(scratch, ignore_errors=True)
+    print(f"\n## child side: Runner.run of the sync flow in process under cProfile, "
+          f"{elapsed:.2f} s, {runner.step_runs} step runs")
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text).strip_dirs()
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(30)
+    print(text.getvalue())
+
+
+def summarize(label: str, invoices: int, wall: list[float], per_item: list[list[float]],
+              plain_wall: float) -> list[Any]:
+    seconds = median(wall)
+    rate = invoices / seconds
+    items = [value for run in per_item for value in run]
+    return [label, invoices, " / ".join(f"{w:.2f}" for w in wall), f"{rate:.0f}",
+            f"{percentile(items, 0.5) * 1000:.2f}", f"{percentile(items, 0.99) * 1000:.2f}",
+            f"{(invoices / plain_wall) / rate:.2f}×",
+            "yes" if rate >= AIM_PER_SECOND else "no"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 60 invoices, one run")
+    parser.add_argument("--invoices", type=int, default=500, help="invoice files in the inbox")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per variant")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print a cProfile table of the flow's Runner in process")
+    options = parser.parse_args()
+    if options.quick:
+        options.invoices, options.repeats = 60, 1
+
+    header("Invoice throughput, end to end")
+    print(f"invoices: {options.invoices}, runs per variant: {options.repeats}")
+    checks = Checks()
+    server = AccountingServer(secrets.token_urlsafe(24))
+    try:
+        with tempfile.TemporaryDirectory(prefix="splice-bench-") as temporary:
+            folder = Path(temporary)
+            inbox = folder / "inbox"
+            fill_inbox(inbox, options.invoices)
+            sequential = copy_example(folder / "sequential", 1)
+            concurrent = copy_example(folder / "concurrent", 4)
+            plain_wall, plain_items = [], []
+            for _ in range(options.repeats):
+                before = server.stored()
+                wall, items = run_plain(inbox, server)
+                stored = server.stored() - before
+                checks.expect(stored == options.invoices,
+                              f"plain: the API stored {stored} of {options.invoices} records")
+                plain_wall.append(wall)
+                plain_items.append(items)
+            baseline = median(plain_wall)
+            rows = [summarize("plain Python", options.invoices, plain_wall, plain_items,
+                              baseline)]
+            step_rows = []
+            with LocalRun.open(bench_settings(folder / "data")) as local:
+                for label, file in (("splice", sequential), ("splice c=4", concurrent)):
+                    walls, items, steps = [], [], defaultdict(list)
+                    for _ in range(options.repeats):
+                        wall, by_step = run_splice(local, file, inbox, server, options.invoices,
+                                                   checks, label)
+                        walls.append(wall)
+                        items.append(by_step["item"])
+                        for step in ("parse", "map", "post"):
+                            steps[step].extend(by_step[step])
+                    rows.append(summarize(label, options.invoices, walls, items, baseline))
+                    step_rows.append([label] + [
+                        f"{percentile(steps[s], 0.5) * 1000:.2f}" for s in ("parse", "map", "post")
+                    ])
+            print()
+            print_table(["variant", "invoices", "wall s (each run)", "invoices/s",
+                         "p50 ms/item", "p99 ms/item", "slowdown vs plain",
+                         f">= {AIM_PER_SECOND:.0f}/s"], rows)
+            print("\nper-item times of splice runs come from step records (first start to last "
+                  "end of an iteration); plain ones are timed in process")
+            print("\np50 ms per step run, from step records:")
+            print_table(["variant", "parse", "map", "post"], step_rows)
+            if options.profile:
+                profile_child_side(sequential, inbox, server)
+    finally:
+        server.stop()
+    return checks.exit_code()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
