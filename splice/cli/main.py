@@ -341,6 +341,26 @@ def logs(ctx: click.Context, execution_id: str, step: str | None) -> None:
         click.echo(f"{stamp} {line['level']:<7} {line['step_path'] or '-'}: {line['message']}")
 
 
+@cli.command()
+@click.option("--markdown", is_flag=True, help="Print the reference as Markdown.")
+def components(markdown: bool) -> None:
+    """List the built-in components, their actions and inputs."""
+    from splice.cli.reference import render_markdown
+    from splice.components import builtin_components
+
+    found = builtin_components().values()
+    if markdown:
+        click.echo(render_markdown(found), nl=False)
+        return
+    for component in found:
+        click.echo(f"{component.name}: {component.description}")
+        for action in component.actions.values():
+            inputs = ", ".join(
+                f"{name}{'*' if spec.required else ''}" for name, spec in action.inputs.items()
+            )
+            click.echo(f"  {action.qualified_name}({inputs}): {action.description}")
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     cli(prog_name="splice")

@@ -23,7 +23,8 @@ CUSTOMER_FILENAMES: set[str] = set()
         "function": Input("string", default="run", description="the function to call"),
         "args": Input("object", default={}, description="keyword arguments of the call"),
     },
-    output="whatever the function returns",
+    description="Call run(context, **args), or the named function, of customer Python code",
+    output="whatever the function returns: objects, lists, strings, numbers, booleans, bytes",
 )
 def run(
     context: ActionContext,
