@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import linecache
 import sys
 import types
@@ -59,8 +58,7 @@ def _module(context: ActionContext, file: str | None, source: str | None) -> typ
                 retryable=False,
             )
     elif source is not None:
-        digest = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()[:12]
-        key, filename, text = f"source:{digest}", f"<{context.step.split('.')[-1]}>", source
+        key, filename, text = source, f"<{context.step.split('.')[-1]}>", source
     else:
         raise ActionError("code.run needs `file` or `source`", retryable=False)
     module = cache.get(key)

@@ -6,23 +6,32 @@ a list); any other string containing ``{{`` renders as text. Literals pass throu
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from splice.errors import ExpressionError
 
 _WHOLE = re.compile(r"^\s*\{\{(?P<body>.*?)\}\}\s*$", re.DOTALL)
+# A plain dotted path such as ``steps.list.files``: evaluated without a Jinja2 context,
+# because building one costs more than the rest of a trivial step.
+_PATH = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*$")
 
 # Names an expression may start from.
 ROOT_NAMES = ("config", "trigger", "steps", "item", "index", "loops", "execution")
 
 Evaluator = Callable[[Mapping[str, Any]], Any]
+
+# Bounds on what one operator may build. Jinja2's sandbox bounds range() to 100,000 items
+# but not ``'x' * n`` or ``n ** m``, which could take the whole execution's memory or CPU.
+MAX_REPEAT_LENGTH = 1_000_000  # items or characters that ``*`` may build from a sequence
+MAX_POWER_BITS = 4096  # bits of an integer that ``**`` may build
 
 
 class _Environment(ImmutableSandboxedEnvironment):
@@ -31,6 +40,15 @@ class _Environment(ImmutableSandboxedEnvironment):
     Jinja2 tries the attribute first, so ``steps.items`` would find ``dict.items``;
     definitions name keys far more often than methods.
     """
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            _check_repeat(left, right)
+        elif operator == "**":
+            _check_power(left, right)
+        return super().call_binop(context, operator, left, right)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, Mapping):
@@ -43,7 +61,29 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
+def _check_repeat(left: Any, right: Any) -> None:
+    for sequence, count in ((left, right), (right, left)):
+        if isinstance(sequence, str | bytes | list | tuple) and isinstance(count, int):
+            if len(sequence) * count > MAX_REPEAT_LENGTH:
+                raise OverflowError(
+                    f"repeating a sequence of {len(sequence)} items {count} times exceeds "
+                    f"the limit of {MAX_REPEAT_LENGTH} items"
+                )
+
+
+def _check_power(base: Any, exponent: Any) -> None:
+    if isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1 and exponent > 0:
+        if exponent * math.log2(abs(base)) > MAX_POWER_BITS:
+            raise OverflowError(
+                f"{base} ** {exponent} exceeds the limit of {MAX_POWER_BITS} bits for an integer"
+            )
+
+
 ENVIRONMENT = _Environment(undefined=StrictUndefined, autoescape=False)
+# lipsum() generates placeholder text, of any length it is asked for; no definition needs it.
+del ENVIRONMENT.globals["lipsum"]
+# NOTE: filters such as center() or indent() can still build large strings; the execution's
+# wall-clock limit (SPLICE_EXECUTION_TIMEOUT) is what bounds them.
 
 
 def is_expression(value: Any) -> bool:
@@ -144,6 +184,8 @@ def _compile_string(text: str, where: str) -> Evaluator:
     if "{{" not in text:
         return _literal(text)
     source, whole = expression_source(text)
+    if whole and _PATH.match(source):
+        return _compile_path(source, text, where)
     try:
         if whole:
             compiled = ENVIRONMENT.compile_expression(source, undefined_to_none=False)
@@ -154,9 +196,19 @@ def _compile_string(text: str, where: str) -> Evaluator:
     except TemplateSyntaxError as error:
         raise ExpressionError(str(error.message), expression=text, where=where) from None
 
+    return _guarded(call, text, where)
+
+
+def _guarded(call: Callable[[Mapping[str, Any]], Any], text: str, where: str) -> Evaluator:
+    """Wrap an evaluation so every failure becomes an ExpressionError naming the expression."""
+
     def evaluate(scope: Mapping[str, Any]) -> Any:
         try:
-            return call(scope)
+            value = call(scope)
+            if isinstance(value, Undefined):
+                # A whole expression returns an undefined value instead of raising its error.
+                value._fail_with_undefined_error()
+            return value
         except UndefinedError as error:
             raise ExpressionError(
                 f"{error.message}; check the names it uses exist at this point of the flow",
@@ -171,5 +223,33 @@ def _compile_string(text: str, where: str) -> Evaluator:
             raise ExpressionError(
                 f"{type(error).__name__}: {error}", expression=text, where=where
             ) from None
+
+    return evaluate
+
+
+def _compile_path(source: str, text: str, where: str) -> Evaluator:
+    """Evaluate a dotted path the way Jinja2's sandbox would, without building a context."""
+    root, *names = source.split(".")
+    sandbox_getattr = ENVIRONMENT.getattr
+    fallback: list[Evaluator] = []
+
+    def slow(scope: Mapping[str, Any]) -> Any:
+        if not fallback:
+            compiled = ENVIRONMENT.compile_expression(source, undefined_to_none=False)
+            fallback.append(_guarded(lambda s: compiled(**s), text, where))
+        return fallback[0](scope)
+
+    def evaluate(scope: Mapping[str, Any]) -> Any:
+        if root not in scope:
+            return slow(scope)  # a Jinja2 global, or an undefined name with Jinja2's message
+        value = scope[root]
+        for name in names:
+            if type(value) is dict and name in value:
+                value = value[name]
+                continue
+            value = sandbox_getattr(value, name)  # applies the sandbox's attribute rules
+            if isinstance(value, Undefined):
+                return slow(scope)
+        return value
 
     return evaluate

@@ -103,6 +103,7 @@ class Runner:
         self._lock = threading.Lock()
         self._evaluators: dict[tuple[int, str], Evaluator] = {}
         self._resources: dict[str, Any] = {}
+        self._sources = integration.sources  # read once: pydantic private attributes are slow
         self._log_bytes = 0
         self.continued_failures = 0
         self.step_runs = 0
@@ -128,7 +129,9 @@ class Runner:
         except _StepFailed as failure:
             return self._result("failed", error=failure.error, failed_step=failure.path)
         except (ExpressionError, UnrecordableValue) as error:
-            return self._result("failed", error=ErrorInfo(type(error).__name__, str(error)))
+            # The flow's result expression can quote a secret, as in steps.x[config.token].
+            message = self.masker.text(str(error))
+            return self._result("failed", error=ErrorInfo(type(error).__name__, message))
         finally:
             self._close_resources()
         return self._result("succeeded", result=recorded)
@@ -294,7 +297,7 @@ class Runner:
             logger=StepLog(self, path),
             scratch_dir=self.scratch_dir,
             working_dir=self.working_dir,
-            sources=self.integration.sources,
+            sources=self._sources,
             resources=self._resources,
         )
         self.current.path = path
@@ -454,15 +457,24 @@ class _Continued:
 
 
 class _Progress:
+    """Reports a loop's progress at most every ``interval`` seconds, and at its end."""
+
+    interval = 0.1
+
     def __init__(self, runner: Runner, path: str, total: int) -> None:
         self._runner, self._path, self._total = runner, path, total
         self._done = self._failed = 0
+        self._last = time.monotonic()
         self._lock = threading.Lock()
 
     def advance(self, *, failed: bool) -> None:
         with self._lock:
             self._done += 1
             self._failed += failed
+            moment = time.monotonic()
+            if self._done < self._total and moment - self._last < self.interval:
+                return
+            self._last = moment
             event = ProgressEvent(self._path, self._total, self._done, self._failed)
         self._runner._emit(event)
 

@@ -56,15 +56,34 @@ def decode(data: bytes, encoding: str = MSGPACK) -> Any:
 
 def value_size(value: Any) -> int:
     """Estimate a value's size in bytes without encoding it (strings count their UTF-8 bytes)."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
-    if isinstance(value, bytes | bytearray | memoryview):
+    if kind is dict:
+        total = 1
+        for key, item in value.items():
+            total += value_size(key) + value_size(item)
+        return total
+    if kind is list or kind is tuple:
+        total = 1
+        for item in value:
+            total += value_size(item)
+        return total
+    if kind is bytes or kind is bytearray or kind is memoryview:
         return len(value)
-    if isinstance(value, Mapping):
-        return sum(value_size(k) + value_size(v) for k, v in value.items()) + 1
-    if isinstance(value, list | tuple):
-        return sum(value_size(item) for item in value) + 1
+    if isinstance(value, str | bytes | Mapping | list | tuple):  # subclasses: the slow path
+        return value_size(_plain_copy(value))
     return 8
+
+
+def _plain_copy(value: Any) -> Any:
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bytes):
+        return bytes(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return list(value)
 
 
 class Masker:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from collections.abc import Callable, Mapping
@@ -51,7 +52,7 @@ class Input:
                     f"unknown input type {name!r}; use one of {', '.join(INPUT_TYPES)}"
                 )
 
-    @property
+    @functools.cached_property
     def types(self) -> tuple[str, ...]:
         return tuple(part.strip() for part in self.type.split("|"))
 

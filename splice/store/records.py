@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, insert, select, text, update
+from sqlalchemy import Engine, Table, create_engine, event, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -22,9 +22,12 @@ HEAD_REVISION = "0001"  # the newest migration under migrations/versions
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+_EPOCH = datetime.datetime(1970, 1, 1)
+
+
 def utc(timestamp: float) -> datetime.datetime:
     """Convert seconds since the epoch to the naive UTC datetime the tables store."""
-    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).replace(tzinfo=None)
+    return _EPOCH + datetime.timedelta(microseconds=round(timestamp * 1_000_000))
 
 
 def now() -> datetime.datetime:
@@ -97,6 +100,9 @@ class RecordStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _create_engine(url)
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        self._paramstyle = self.engine.dialect.paramstyle
+        self._insert_statements: dict[str, str] = {}
 
     @classmethod
     def open(cls, url: str) -> RecordStore:
@@ -154,9 +160,9 @@ class RecordStore:
 
         def write(connection: Any) -> None:
             if step_runs:
-                connection.execute(insert(tables.step_runs), list(step_runs))
+                self._insert_many(connection, tables.step_runs, step_runs)
             if logs:
-                connection.execute(insert(tables.logs), list(logs))
+                self._insert_many(connection, tables.logs, logs)
             if execution is not None:
                 execution_id, values = execution
                 connection.execute(
@@ -166,6 +172,27 @@ class RecordStore:
                 )
 
         self._write(write)
+
+    def _insert_many(
+        self, connection: Any, table: Table, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Insert rows through the driver's executemany.
+
+        Going around SQLAlchemy's per-row parameter processing makes a batch of step runs
+        several times cheaper to write; values are converted here the way its types would.
+        """
+        columns = [column.name for column in table.columns if column.name != "id"]
+        statement = self._insert_statements.get(table.name)
+        if statement is None:
+            marks = ", ".join(_placeholder(self._paramstyle, name) for name in columns)
+            statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
+            self._insert_statements[table.name] = statement
+        convert = _sqlite_value if self._sqlite else None
+        if convert is None:
+            parameters = [tuple(row.get(name) for name in columns) for row in rows]
+        else:
+            parameters = [tuple(convert(row.get(name)) for name in columns) for row in rows]
+        connection.exec_driver_sql(statement, parameters)
 
     def _write(self, action: Any) -> None:
         try:
@@ -231,6 +258,23 @@ class RecordStore:
         query = select(func.count()).where(tables.step_runs.c.execution_id == execution_id)
         with self.engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
+
+
+def _placeholder(paramstyle: str, name: str) -> str:
+    if paramstyle == "qmark":
+        return "?"
+    if paramstyle in ("format", "pyformat"):
+        return "%s"
+    if paramstyle == "numeric_dollar":
+        raise StoreError("the numeric_dollar parameter style is not supported")
+    return f":{name}"
+
+
+def _sqlite_value(value: Any) -> Any:
+    """Store a datetime the way SQLAlchemy's SQLite DateTime type stores it."""
+    if type(value) is datetime.datetime:
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
 
 
 def _create_engine(url: str) -> Engine:
