@@ -6,7 +6,9 @@ import datetime
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,23 @@ def machine() -> str:
             f"Python {platform.python_version()} ({sys.executable})")
 
 
+def revision() -> str:
+    """Name the commit of the checkout and whether splice/ has uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        changes = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "splice"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return commit + (" with uncommitted changes in splice/" if changes else "")
+
+
 def header(title: str) -> None:
     print(f"# {title}")
     print(f"machine: {machine()}")
+    print(f"revision: {revision()}")
     print(f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
 
 
@@ -69,7 +85,7 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 class Checks:
-    """Collects correctness checks; the benchmark exits non-zero when one failed."""
+    """Collector of correctness checks. The benchmark exits non-zero when one failed."""
 
     def __init__(self) -> None:
         self.failures: list[str] = []
@@ -85,3 +101,33 @@ class Checks:
             return 1
         print("all correctness checks passed")
         return 0
+
+
+def cpu_seconds(pid: int | str, *, reaped_children: bool = False) -> float:
+    """Read a process's user + system CPU seconds from /proc/PID/stat.
+
+    With ``reaped_children`` it reads the CPU time of its children that exited and were
+    waited for instead, which is how a forked execution's CPU shows on the template.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state) of proc(5): utime, stime, cutime, cstime are 14 to 17.
+    first = 13 if reaped_children else 11
+    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_reaped_children(pid: int, timeout: float = 5.0) -> bool:
+    """Wait until process ``pid`` has no children left, so their CPU time is in its cutime.
+
+    Reads /proc/PID/task/PID/children (Linux 3.5 and later, CONFIG_PROC_CHILDREN); returns
+    False when the file is missing or children remain after ``timeout`` seconds.
+    """
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not children.read_text().strip():
+                return True
+        except OSError:
+            return False
+        time.sleep(0.005)
+    return False

@@ -96,7 +96,7 @@ def load_seconds(file: Path) -> float:
 
 
 def plain_seconds(flow: str, loop_size: int, flat_size: int, repeats: int) -> tuple[float, int]:
-    """Time the same calls in this process; return the median seconds and the call count."""
+    """Time the same calls in this process and return the median seconds and the call count."""
     context = make_context()
     namespace: dict[str, Any] = {}
     exec(compile(ADD_ONE, "<add>", "exec"), namespace)
@@ -131,7 +131,7 @@ def expected_step_runs(flow: str, loop_size: int, flat_size: int) -> int:
 
 
 def recorded_span(database: Path, execution_id: str) -> tuple[int, float, float]:
-    """Count the execution's step_runs rows; return it with the first start and last end.
+    """Count the execution's step_runs rows and return the count, first start and last end.
 
     Times are seconds since the epoch, from the naive UTC datetimes the table stores.
     """

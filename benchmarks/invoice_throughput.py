@@ -1,7 +1,7 @@
 """Invoice throughput: the invoice-sync example over many invoice files, end to end.
 
 Copies the UBL files of examples/invoice-sync/invoices into a temporary inbox until it
-holds ``--invoices`` files (500 by default, each with a unique name), starts the example
+contains ``--invoices`` files (500 by default, each with a unique name), starts the example
 accounting API on a free port of 127.0.0.1, and measures:
 
 - ``plain``: the same work in this process without Splice, as the baseline: the
@@ -34,7 +34,8 @@ from types import ModuleType
 from typing import Any
 
 import httpx
-from common import Checks, bench_settings, header, median, percentile, print_table
+from common import (Checks, bench_settings, cpu_seconds, header, median, percentile, print_table,
+                    wait_for_reaped_children)
 
 from splice.components import find_action
 from splice.engine.inputs import prepare_inputs
@@ -111,7 +112,7 @@ def load_mapper() -> ModuleType:
 
 
 def run_plain(inbox: Path, server: AccountingServer, threads: int) -> tuple[float, list[float]]:
-    """Parse, map and post every file in this process; return seconds and per-item seconds.
+    """Parse, map and post every file in this process and return total and per-item seconds.
 
     With ``threads`` > 1 the files are spread over a thread pool sharing one client, as the
     engine's loop with ``concurrency`` shares one client between its threads.
@@ -149,13 +150,22 @@ def run_plain(inbox: Path, server: AccountingServer, threads: int) -> tuple[floa
 
 def run_splice(local: LocalRun, file: Path, inbox: Path, server: AccountingServer,
                invoices: int, checks: Checks, label: str) -> tuple[float, dict[str, list[float]]]:
-    """Run the sync flow once; return wall seconds and per-item and per-step durations."""
+    """Run the sync flow once and return wall seconds and per-item and per-step durations.
+
+    The returned mapping also contains CPU seconds per invoice under ``cpu PROCESS`` keys.
+    """
     assignments = [f"inbox={inbox}", f"accounting_url={server.url}",
                    f"accounting.api_key={server.api_key}"]
     before = server.stored()
+    template_pid = local.sandbox._process.pid  # type: ignore[union-attr]
+    cpu_before = cpu_snapshot(server, template_pid)
     started = time.perf_counter()
     outcome = local.run(file, assignments=assignments, environ={})
     elapsed = time.perf_counter() - started
+    checks.expect(wait_for_reaped_children(template_pid),
+                  f"{label}: the sandboxed child was not reaped, so its CPU time is missing")
+    cpu = {name: (after - cpu_before[name]) / invoices
+           for name, after in cpu_snapshot(server, template_pid).items()}
     stored = server.stored() - before
     checks.expect(outcome.status == "succeeded",
                   f"{label}: execution {outcome.status}: {outcome.error_message}")
@@ -171,7 +181,19 @@ def run_splice(local: LocalRun, file: Path, inbox: Path, server: AccountingServe
                   f"{label}: {len(records)} step_runs rows, expected {expected_runs}")
     checks.expect(all(r.status == "succeeded" for r in records),
                   f"{label}: some step runs did not succeed")
-    return elapsed, durations(records)
+    by_step = durations(records)
+    for name, seconds in cpu.items():
+        by_step[f"cpu {name}"] = [seconds]
+    return elapsed, by_step
+
+
+def cpu_snapshot(server: AccountingServer, template_pid: int | None) -> dict[str, float]:
+    """CPU seconds so far of this process, the API server and the reaped sandboxed children."""
+    snapshot = {"this process": cpu_seconds("self"),
+                "API server": cpu_seconds(server.process.pid)}
+    if template_pid is not None:
+        snapshot["sandboxed child"] = cpu_seconds(template_pid, reaped_children=True)
+    return snapshot
 
 
 def durations(records: list[Any]) -> dict[str, list[float]]:
@@ -225,6 +247,14 @@ def profile_child_side(file: Path, inbox: Path, server: AccountingServer) -> Non
     print(text.getvalue())
 
 
+def cpu_row(label: str, cpu_runs: dict[str, list[float]]) -> list[str]:
+    def cell(name: str) -> str:
+        runs = cpu_runs.get(name)
+        return " / ".join(f"{value * 1000:.2f}" for value in runs) if runs else "-"
+
+    return [label, cell("this process"), cell("sandboxed child"), cell("API server")]
+
+
 def summarize(label: str, invoices: int, wall: list[float], per_item: list[list[float]],
               plain_wall: float) -> list[Any]:
     seconds = median(wall)
@@ -258,26 +288,31 @@ def main() -> int:
             fill_inbox(inbox, options.invoices)
             sequential = copy_example(folder / "sequential", 1)
             concurrent = copy_example(folder / "concurrent", 4)
-            rows = []
+            rows, cpu_rows = [], []
             baseline = 0.0
             for label, threads in (("plain Python", 1), ("plain 4 threads", 4)):
                 plain_wall, plain_items = [], []
+                cpu_runs: dict[str, list[float]] = defaultdict(list)
                 for _ in range(options.repeats):
                     before = server.stored()
+                    cpu_before = cpu_snapshot(server, None)
                     wall, items = run_plain(inbox, server, threads)
+                    for name, after in cpu_snapshot(server, None).items():
+                        cpu_runs[name].append((after - cpu_before[name]) / options.invoices)
                     stored = server.stored() - before
                     checks.expect(stored == options.invoices,
                                   f"{label}: the API stored {stored} of {options.invoices} "
                                   "records")
                     plain_wall.append(wall)
                     plain_items.append(items)
+                cpu_rows.append(cpu_row(label, cpu_runs))
                 baseline = baseline or median(plain_wall)
                 rows.append(summarize(label, options.invoices, plain_wall, plain_items,
                                       baseline))
             step_rows = []
             with LocalRun.open(bench_settings(folder / "data")) as local:
                 for label, file in (("splice", sequential), ("splice c=4", concurrent)):
-                    walls, items, steps = [], [], defaultdict(list)
+                    walls, items, steps, cpu_runs = [], [], defaultdict(list), defaultdict(list)
                     for _ in range(options.repeats):
                         wall, by_step = run_splice(local, file, inbox, server, options.invoices,
                                                    checks, label)
@@ -285,6 +320,10 @@ def main() -> int:
                         items.append(by_step["item"])
                         for step in ("parse", "map", "post"):
                             steps[step].extend(by_step[step])
+                        for key, value in by_step.items():
+                            if key.startswith("cpu "):
+                                cpu_runs[key.removeprefix("cpu ")].extend(value)
+                    cpu_rows.append(cpu_row(label, cpu_runs))
                     rows.append(summarize(label, options.invoices, walls, items, baseline))
                     step_rows.append([label] + [
                         f"{percentile(steps[s], 0.5) * 1000:.2f}" for s in ("parse", "map", "post")
@@ -295,6 +334,9 @@ def main() -> int:
                          f">= {AIM_PER_SECOND:.0f}/s"], rows)
             print("\nper-item times of splice runs come from step records (first start to last "
                   "end of an iteration); plain ones are timed in process")
+            print("\nCPU ms per invoice (user + system, mean over each run; 'this process' is the "
+                  "supervisor and recorder for splice runs):")
+            print_table(["variant", "this process", "sandboxed child", "API server"], cpu_rows)
             print("\np50 ms per step run, from step records:")
             print_table(["variant", "parse", "map", "post"], step_rows)
             if options.profile:

@@ -8,6 +8,7 @@ variables, then ``--config NAME=VALUE``. A connection's fields are set one by on
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -195,7 +196,10 @@ def convert(name: str, kind: str, value: Any, source: str) -> Any:
     text = value.strip()
     if kind == "number":
         try:
-            return int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+            number = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+            if not math.isfinite(number):  # nan and inf parse as floats but are no JSON
+                raise ValueError(text)
+            return number
         except ValueError:
             raise ConfigError(
                 f"{value!r} is not a number",

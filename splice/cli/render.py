@@ -160,7 +160,7 @@ def timeline_table(runs: Iterable[Any]) -> Table:
 
 
 def failed_runs(runs: Iterable[Any]) -> list[Any]:
-    """The failed step runs worth showing: the deepest failure of each path."""
+    """Return the failed step runs of actions and iterations (a failed loop only repeats them)."""
     return [run for run in runs if run.status == "failed" and run.kind != "loop"]
 
 

@@ -63,20 +63,20 @@ class _Environment(ImmutableSandboxedEnvironment):
 
 def _check_repeat(left: Any, right: Any) -> None:
     for sequence, count in ((left, right), (right, left)):
-        if isinstance(sequence, str | bytes | list | tuple) and isinstance(count, int):
-            if len(sequence) * count > MAX_REPEAT_LENGTH:
-                raise OverflowError(
-                    f"repeating a sequence of {len(sequence)} items {count} times exceeds "
-                    f"the limit of {MAX_REPEAT_LENGTH} items"
-                )
+        repeats = isinstance(sequence, str | bytes | list | tuple) and isinstance(count, int)
+        if repeats and len(sequence) * count > MAX_REPEAT_LENGTH:
+            raise OverflowError(
+                f"repeating a sequence of {len(sequence)} items {count} times exceeds "
+                f"the limit of {MAX_REPEAT_LENGTH} items"
+            )
 
 
 def _check_power(base: Any, exponent: Any) -> None:
-    if isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1 and exponent > 0:
-        if exponent * math.log2(abs(base)) > MAX_POWER_BITS:
-            raise OverflowError(
-                f"{base} ** {exponent} exceeds the limit of {MAX_POWER_BITS} bits for an integer"
-            )
+    integers = isinstance(base, int) and isinstance(exponent, int)
+    if integers and abs(base) > 1 and exponent * math.log2(abs(base)) > MAX_POWER_BITS:
+        raise OverflowError(
+            f"{base} ** {exponent} exceeds the limit of {MAX_POWER_BITS} bits for an integer"
+        )
 
 
 ENVIRONMENT = _Environment(undefined=StrictUndefined, autoescape=False)

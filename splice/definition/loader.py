@@ -136,25 +136,101 @@ def _validate_model(document: Any, path: Path) -> Integration:
     try:
         return Integration.model_validate(_plain(document))
     except ValidationError as error:
-        problems = [_problem_from_pydantic(e) for e in error.errors(include_url=False)]
+        problems = _problems_from_pydantic(error)
         raise DefinitionError([_locate(p, path, document) for p in problems]) from None
 
 
-def _problem_from_pydantic(error: ErrorDetails) -> Located:
-    loc = [part for part in error["loc"] if part not in ("action", "loop", "branch")]
+# Tags that pydantic puts in an error's location after a step or a trigger, to name the
+# member of the union it tried; they are not keys of the definition.
+_STEP_TAGS = ("action", "loop", "branch")
+_TRIGGER_TAGS = ("manual", "webhook", "schedule")
+
+
+def _problems_from_pydantic(error: ValidationError) -> list[Located]:
+    problems: list[Located] = []
+    for details in error.errors(include_url=False):
+        problem = _problem_from_pydantic(details)
+        if problem is not None and problem not in problems:
+            problems.append(problem)
+    return problems
+
+
+def _definition_loc(loc: Sequence[str | int]) -> list[str | int]:
+    """Drop the union tags from a pydantic location, keeping keys named like them."""
+    kept: list[str | int] = []
+    for index, part in enumerate(loc):
+        previous = loc[index - 1] if index else None
+        if isinstance(previous, int) and part in _STEP_TAGS:
+            continue
+        if previous == "trigger" and part in _TRIGGER_TAGS:
+            continue
+        kept.append(part)
+    return kept
+
+
+def _problem_from_pydantic(error: ErrorDetails) -> Located | None:
+    loc = _definition_loc(error["loc"])
     kind = error["type"]
+    value = error.get("input")
+    if "on_error" in loc:
+        loc, problem = _on_error_problem(loc, kind, value)
+        if problem is not None or not loc:
+            return problem
     if kind == "extra_forbidden":
         return Located(
             loc, f"unknown key {loc[-1]!r}", "remove it or check its spelling", on_key=True
         )
     if kind == "missing":
         return Located(loc[:-1], f"missing required key {loc[-1]!r}", f"add `{loc[-1]}:`")
+    if kind == "string_pattern_mismatch":
+        return _pattern_problem(loc, value)
     message = error["msg"]
+    fix = _fix_for(kind)
     if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    value = error.get("input")
-    shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
-    return Located(loc, message + shown, _fix_for(kind))
+        # Model validators write "what is wrong; what to do".
+        message, _, fix = message[len("Value error, ") :].partition("; ")
+    if not isinstance(value, dict | list) and repr(value) not in message:
+        message += f" (got {value!r})"
+    return Located(loc, message, fix)
+
+
+def _on_error_problem(
+    loc: list[str | int], kind: str, value: Any
+) -> tuple[list[str | int], Located | None]:
+    """Turn the errors of the ``on_error`` union into one problem, or a located one.
+
+    Returns the location to go on with (empty when the error is to be dropped) and the
+    problem when it is already complete.
+    """
+    position = loc.index("on_error")
+    member = loc[position + 1] if len(loc) > position + 1 else None
+    if isinstance(member, str) and member.startswith("literal["):
+        if isinstance(value, dict):
+            return [], None  # a mapping: the RetryPolicy errors say what is wrong with it
+        return loc, Located(
+            loc[: position + 1],
+            f"on_error {value!r} is invalid",
+            "use fail, continue, or a mapping such as {retry: {attempts: 3}, then: fail}",
+        )
+    if member == "RetryPolicy":
+        if kind == "model_type":
+            return [], None  # not a mapping: the literal error covers it
+        return loc[: position + 1] + loc[position + 2 :], None
+    return loc, None
+
+
+def _pattern_problem(loc: list[str | int], value: Any) -> Located:
+    if loc and loc[-1] == "id":
+        return Located(
+            loc,
+            f"step id {value!r} is invalid",
+            "start with a lower-case letter or _, then use lower-case letters, digits and _",
+        )
+    return Located(
+        loc,
+        f"{loc[-1] if loc else 'value'} {value!r} is invalid",
+        "start with a lower-case letter or digit, then use lower-case letters, digits, _ and -",
+    )
 
 
 def _fix_for(kind: str) -> str:
@@ -163,6 +239,8 @@ def _fix_for(kind: str) -> str:
         "string_pattern_mismatch": "use lower-case letters, digits, _ (and - in keys)",
         "step_kind": "add `action: component.action`, `loop: ...` with `steps:`, or `branch:`",
         "too_short": "add at least one entry",
+        "greater_than_equal": "raise the value to the minimum",
+        "less_than_equal": "lower the value to the maximum",
     }.get(kind, "")
 
 
@@ -170,9 +248,11 @@ def _locate(problem: Located | Problem, path: Path, document: Any) -> Problem:
     if isinstance(problem, Problem):
         return problem
     line, column = _position(document, problem.loc, on_key=problem.on_key)
+    if problem.file is not None:  # found in another file, such as a customer code file
+        line, column = problem.line, problem.column
     return Problem(
         problem.message,
-        file=str(path),
+        file=problem.file or str(path),
         line=line,
         column=column,
         path=_describe(document, problem.loc),
@@ -231,7 +311,7 @@ def _load_python(path: Path) -> Integration:
     try:
         spec.loader.exec_module(module)
     except ValidationError as error:
-        problems = [_problem_from_pydantic(e) for e in error.errors(include_url=False)]
+        problems = _problems_from_pydantic(error)
         raise DefinitionError([_locate(p, path, None) for p in problems]) from None
     finally:
         sys.modules.pop(module_name, None)

@@ -50,7 +50,7 @@ class _Model(BaseModel):
 
 
 class ConfigVariable(_Model):
-    """A typed per-instance setting; a ``connection`` holds a set of credential fields."""
+    """A typed per-instance setting. A ``connection`` contains a set of credential fields."""
 
     type: Literal["string", "number", "boolean", "list", "json", "secret", "connection"]
     required: bool = False
@@ -62,11 +62,14 @@ class ConfigVariable(_Model):
     def _check_connection(self) -> ConfigVariable:
         if self.type == "connection" and self.connection is None:
             raise ValueError(
-                "a connection config variable needs `connection:` naming its type, "
-                f"one of {', '.join(CONNECTION_TYPES)}"
+                "a connection config variable needs `connection:` naming its type; "
+                f"add `connection:` with one of {', '.join(CONNECTION_TYPES)}"
             )
         if self.type != "connection" and self.connection is not None:
-            raise ValueError("`connection:` applies only to config variables of type connection")
+            raise ValueError(
+                "`connection:` applies only to config variables of type connection; "
+                "remove it or set `type: connection`"
+            )
         return self
 
 
@@ -89,11 +92,18 @@ class ScheduleTrigger(_Model):
     def _five_fields(cls, value: str) -> str:
         if value.startswith("{{"):
             return value  # a schedule taken from a config variable is checked when deployed
-        if len(value.split()) != 5:
+        fields = value.split()
+        if len(fields) != 5:
             raise ValueError(
-                f"cron {value!r} must have five fields (minute hour day month weekday), "
-                "such as '0 6 * * 1-5'"
+                f"cron {value!r} has {len(fields)} fields instead of five; write minute hour "
+                "day month weekday, such as '0 6 * * 1-5'"
             )
+        for text, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+            if not _cron_field_valid(text, low, high, names):
+                raise ValueError(
+                    f"cron {value!r} has an invalid {name} field {text!r}; use *, numbers "
+                    f"from {low} to {high}, ranges (a-b), lists (a,b) and steps (*/n)"
+                )
         return value
 
     @field_validator("timezone")
@@ -106,6 +116,43 @@ class ScheduleTrigger(_Model):
                 f"unknown time zone {value!r}; use an IANA name such as 'Europe/Berlin'"
             ) from None
         return value
+
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+# Name, lowest and highest value, and accepted names (numbered from the lowest) of each field.
+_CRON_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day", 1, 31, ()),
+    ("month", 1, 12, _MONTHS),
+    ("weekday", 0, 7, _WEEKDAYS),  # 0 and 7 are both Sunday
+)
+
+
+def _cron_field_valid(text: str, low: int, high: int, names: tuple[str, ...]) -> bool:
+    """Check one cron field: ``*``, values, ``a-b`` ranges and ``/n`` steps, comma-separated."""
+    for part in text.split(","):
+        span, slash, step = part.partition("/")
+        if slash and not (step.isdigit() and int(step) > 0):
+            return False
+        if span == "*":
+            continue
+        bounds = span.split("-")
+        if len(bounds) > 2:
+            return False
+        values = [_cron_value(bound, low, names) for bound in bounds]
+        if any(value is None or not low <= value <= high for value in values):
+            return False
+    return True
+
+
+def _cron_value(text: str, low: int, names: tuple[str, ...]) -> int | None:
+    if text.isdigit():
+        return int(text)
+    if text.lower() in names:
+        return names.index(text.lower()) + low
+    return None
 
 
 Trigger = Annotated[ManualTrigger | WebhookTrigger | ScheduleTrigger, Field(discriminator="type")]

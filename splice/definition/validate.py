@@ -42,11 +42,15 @@ class Located:
     message: str
     fix: str = ""
     on_key: bool = False
+    # Set when the problem sits in another file than the definition (customer code).
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
 
 
 @dataclass
 class _Scope:
-    """What an expression may reference at one point of a flow."""
+    """Names an expression may reference at one point of a flow."""
 
     config: set[str]
     steps: set[str]
@@ -351,13 +355,13 @@ def _check_python(text: str, filename: str, function: Any, loc: Loc) -> list[Loc
         tree = ast.parse(text, filename=filename)
     except SyntaxError as error:
         return [
-            Problem(
+            Located(
+                loc,
                 f"invalid Python: {error.msg}",
+                "fix the syntax error in the code",
                 file=filename,
                 line=error.lineno,
                 column=error.offset,
-                path=".".join(str(p) for p in loc),
-                fix="fix the syntax error in the code",
             )
         ]
     defined = {

@@ -402,6 +402,8 @@ class Runner:
             futures = [pool.submit(iterate, index) for index in range(total)]
             failure: _StepFailed | None = None
             for future in futures:
+                if future.cancelled():  # skipped after an earlier failure; result() would raise
+                    continue
                 try:
                     future.result()
                 except _StepFailed as error:
@@ -480,7 +482,7 @@ class _Progress:
 
 
 def _nested(scope: dict[str, Any]) -> dict[str, Any]:
-    """A scope for a block: it sees the outer steps, and its own ids do not leak out."""
+    """Copy a scope for a block, whose step ids stay inside it while outer steps stay visible."""
     inner = dict(scope)
     inner["steps"] = dict(scope["steps"])
     return inner

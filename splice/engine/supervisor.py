@@ -25,7 +25,7 @@ from splice.store.records import now
 
 @dataclass(frozen=True)
 class ExecutionOutcome:
-    """How an execution ended, as recorded."""
+    """The recorded end of an execution: status, result, error and counts."""
 
     execution_id: str
     status: str  # succeeded | failed
@@ -39,7 +39,7 @@ class ExecutionOutcome:
 
 
 def new_execution_id() -> str:
-    """A UUID whose first 48 bits are the time in milliseconds, so ids sort by start."""
+    """Return a UUIDv7: the first 48 bits are the time in milliseconds, so ids sort by start."""
     millis = time.time_ns() // 1_000_000
     random_bits = int.from_bytes(os.urandom(10), "big")
     value = (millis << 80) | random_bits

@@ -14,8 +14,8 @@ import msgspec
 
 MASK = "[secret]"
 
-# How a recorded value is stored: msgpack of the value, or the raw bytes/text of a top-level
-# bytes/str value (so a 100 MB file never gets a second in-memory copy for encoding).
+# Encodings of a recorded value: msgpack of the value, or the raw bytes or text of a
+# top-level bytes or str value, so a 100 MB file never gets a second copy for encoding.
 MSGPACK, RAW_BYTES, RAW_TEXT = "msgpack", "bytes", "text"
 
 
@@ -91,7 +91,7 @@ class Masker:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         unique = {s for s in secrets if s}
-        # Longest first, so a secret that contains another is masked whole.
+        # Sorted by length, longest first, so a secret that contains another is masked whole.
         self.secrets = sorted(unique, key=len, reverse=True)
         self._encoded = [s.encode("utf-8") for s in self.secrets]
 

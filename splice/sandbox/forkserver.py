@@ -128,6 +128,10 @@ class ForkServerSandbox:
 
     def close(self) -> None:
         if self._control is not None:
+            # close() alone sends no end of stream while the dispatch thread is blocked in
+            # recv() on this socket, so the template would wait until it is killed.
+            with contextlib.suppress(OSError):  # the template already closed its end
+                self._control.shutdown(socket.SHUT_RDWR)
             self._control.close()
         if self._process is not None:
             try:

@@ -2,7 +2,7 @@
 
 Run as ``python -m splice.sandbox.template CONTROL_FD``. The control socket is a
 SOCK_SEQPACKET unix socket: each request carries a request id and the child's end of the
-execution's socket; the template answers ``started`` with the child's pid, and ``exited``
+execution's socket; the template replies ``started`` with the child's pid, and sends ``exited``
 with its exit code once reaped.
 """
 
@@ -83,7 +83,7 @@ def _become_child(fd: int, control: socket.socket, wake_read: int, wake_write: i
         from splice.sandbox.child import run_child
 
         code = run_child(socket.socket(fileno=fd))
-    except BaseException:  # the parent sees the missing result and reports the crash
+    except BaseException:  # the parent notices the missing result and records the crash
         import traceback
 
         traceback.print_exc()

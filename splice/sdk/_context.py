@@ -1,4 +1,4 @@
-"""What an action sees of the execution it runs in."""
+"""The view of an execution that an action gets: ids, config, logger, scratch space."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ class StepLogger(Protocol):
 class ActionContext:
     """The execution an action runs in: ids, config, a logger, scratch space and sources.
 
-    ``config`` holds the instance's config values, secrets and connections included;
-    whatever an action returns or logs has secret values masked before it is recorded.
+    ``config`` contains the instance's config values, secrets and connections included.
+    Secret values are masked in whatever an action returns or logs before it is recorded.
     """
 
     execution_id: str

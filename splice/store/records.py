@@ -178,8 +178,8 @@ class RecordStore:
     ) -> None:
         """Insert rows through the driver's executemany.
 
-        Going around SQLAlchemy's per-row parameter processing makes a batch of step runs
-        several times cheaper to write; values are converted here the way its types would.
+        Skipping SQLAlchemy's per-row parameter processing makes a batch of step runs several
+        times cheaper to write. Values are converted here the way its column types would.
         """
         columns = [column.name for column in table.columns if column.name != "id"]
         statement = self._insert_statements.get(table.name)

@@ -1,0 +1,282 @@
+"""The splice CLI as a user runs it: a subprocess against the example accounting server."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLE_DIR
+
+SPLICE = Path(sys.executable).parent / "splice"
+DEFINITION = EXAMPLE_DIR / "integration.yaml"
+INVOICES = EXAMPLE_DIR / "invoices"
+SERVER_START_TIMEOUT = 10.0  # seconds to wait for the "listening on" line
+COMMAND_TIMEOUT = 120.0  # seconds for one splice command
+
+SIMPLE = """\
+key: simple
+name: Simple
+config:
+  greeting: {type: string, required: true}
+flows:
+  main:
+    trigger: {type: manual}
+    steps:
+      - id: echo
+        action: code.run
+        inputs: {file: steps.py, function: echo, args: {body: "{{ trigger.body }}"}}
+  broken:
+    trigger: {type: manual}
+    steps:
+      - id: divide
+        action: code.run
+        inputs: {file: steps.py, function: divide}
+"""
+STEPS = """\
+def echo(context, *, body):
+    return {"body": body, "greeting": context.config["greeting"]}
+
+
+def divide(context):
+    return 1 / 0
+"""
+
+
+@dataclass
+class Server:
+    url: str
+    api_key: str
+
+    def stored(self) -> list[dict]:
+        request = urllib.request.Request(f"{self.url}/invoices",
+                                         headers={"X-API-Key": self.api_key})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    """The example accounting API on a free port of 127.0.0.1, stopped by its PID."""
+    api_key = secrets.token_urlsafe(16)
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLE_DIR / "accounting_server.py"), "--host", "127.0.0.1",
+         "--port", "0", f"--api-key={api_key}"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    lines: list[str] = []
+    assert process.stdout is not None
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(SERVER_START_TIMEOUT)
+    try:
+        line = lines[0].strip() if lines else ""
+        assert line.startswith("listening on http://127.0.0.1:"), line
+        yield Server(line.removeprefix("listening on "), api_key)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+
+@pytest.fixture
+def splice(data_dir: Path, tmp_path: Path):
+    """Run splice with SPLICE_DATA_DIR in the test's folder and return the finished process."""
+
+    def run(*arguments: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        environment = {key: value for key, value in os.environ.items()
+                       if not key.startswith("SPLICE_")}
+        environment.update({"SPLICE_DATA_DIR": str(data_dir), "COLUMNS": "200"})
+        return subprocess.run([str(SPLICE), *arguments], capture_output=True, text=True,
+                              input=input, env=environment, cwd=tmp_path,
+                              timeout=COMMAND_TIMEOUT)
+
+    return run
+
+
+def run_demo(splice, server: Server, inbox: Path, *extra: str):
+    return splice("run", str(DEFINITION), "--config", f"inbox={inbox}",
+                  "--config", f"accounting_url={server.url}",
+                  "--config", f"accounting.api_key={server.api_key}", *extra)
+
+
+def copy_inbox(tmp_path: Path) -> Path:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for invoice in INVOICES.glob("*.xml"):
+        shutil.copy(invoice, inbox / invoice.name)
+    return inbox
+
+
+def test_run_demo(splice, server):
+    """The demo integration posts every invoice; stdout is only the JSON result.
+
+    The step timeline and the outcome go to stderr.
+    """
+    completed = run_demo(splice, server, INVOICES)
+    result = json.loads(completed.stdout)
+    assert completed.returncode == 0, completed.stderr
+    assert (result["processed"], result["failed"], result["failed_files"]) == (12, 0, [])
+    assert len(server.stored()) == 12
+    assert "[*].post" in completed.stderr
+    assert "succeeded in" in completed.stderr
+
+
+def test_run_bad_documents(splice, server, tmp_path):
+    """A malformed XML file and an <Order/> fail alone; the other invoices are posted."""
+    inbox = copy_inbox(tmp_path)
+    (inbox / "broken.xml").write_text("<Invoice><cbc:ID>1</Invoice")
+    (inbox / "order.xml").write_text("<Order/>")
+    completed = run_demo(splice, server, inbox)
+    result = json.loads(completed.stdout)
+    assert completed.returncode == 0, completed.stderr
+    assert sorted(entry["file"] for entry in result["failed_files"]) == ["broken.xml", "order.xml"]
+    assert len(server.stored()) == 12
+
+
+def test_run_unusual_names(splice, server, tmp_path):
+    """File names with spaces, non-ASCII characters and an upper-case .XML are read."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    names = ["base example.xml", "faktura Ærø ü.xml", "CREDIT NOTE.XML"]
+    sources = ["base-example.xml", "Norwegian-example-1.xml", "base-creditnote-correction.xml"]
+    for name, source in zip(names, sources, strict=True):
+        shutil.copy(INVOICES / source, inbox / name)
+    completed = run_demo(splice, server, inbox)
+    result = json.loads(completed.stdout)
+    assert completed.returncode == 0, completed.stderr
+    assert (result["processed"], result["failed"]) == (3, 0)
+    posted = sorted(entry["invoice"]["source_file"] for entry in server.stored())
+    assert posted == sorted(names)
+
+
+def test_validate_ok(splice):
+    """splice validate exits 0 for the demo integration."""
+    completed = splice("validate", str(DEFINITION))
+    assert completed.returncode == 0, completed.stderr
+    assert "valid" in completed.stderr
+
+
+def test_validate_invalid(splice, tmp_path):
+    """An invalid definition exits 3 and names file:line:column on stderr."""
+    folder = tmp_path / "example"
+    shutil.copytree(EXAMPLE_DIR, folder, ignore=shutil.ignore_patterns("invoices"))
+    path = folder / "integration.yaml"
+    text = DEFINITION.read_text().replace("action: xml.parse", "action: xml.prase")
+    path.write_text(text)
+    line = text[: text.index("xml.prase")].count("\n") + 1
+    column = text.index("xml.prase") - text.rindex("\n", 0, text.index("xml.prase"))
+    completed = splice("validate", str(path))
+    assert completed.returncode == 3
+    assert (f"{path}:{line}:{column}: flows.sync.steps[1] (invoices).steps[0] (parse).action: "
+            "unknown action 'xml.prase'") in completed.stderr
+    assert "fix: did you mean 'xml.parse'?" in completed.stderr
+
+
+def write_simple(tmp_path: Path) -> Path:
+    folder = tmp_path / "simple"
+    folder.mkdir()
+    (folder / "steps.py").write_text(STEPS)
+    path = folder / "integration.yaml"
+    path.write_text(SIMPLE)
+    return path
+
+
+def test_run_missing_config(splice, tmp_path):
+    """A missing required config value exits 3 and names the variable."""
+    completed = splice("run", str(write_simple(tmp_path)), "--flow", "main")
+    assert completed.returncode == 3
+    assert "config variable 'greeting': required but not set" in completed.stderr
+    assert completed.stdout == ""
+
+
+def test_run_failing_flow(splice, tmp_path):
+    """A failing flow exits 1 and says which step failed."""
+    completed = splice("run", str(write_simple(tmp_path)), "--flow", "broken",
+                       "--config", "greeting=hi")
+    assert completed.returncode == 1
+    assert "ZeroDivisionError" in completed.stderr
+
+
+def test_input_from_stdin(splice, tmp_path):
+    """--input - reads JSON from standard input into trigger.body."""
+    completed = splice("run", str(write_simple(tmp_path)), "--flow", "main", "--config",
+                       "greeting=hello", "--input", "-", input='{"id": 7, "tags": ["a"]}')
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == {"body": {"id": 7, "tags": ["a"]},
+                                            "greeting": "hello"}
+
+
+def test_verbose_traceback(splice, tmp_path):
+    """-v shows the Python traceback of a CLI error, and without -v none is shown."""
+    path = tmp_path / "missing.yaml"
+    quiet = splice("run", str(path))
+    verbose = splice("-v", "run", str(path))
+    assert (quiet.returncode, verbose.returncode) == (3, 3)
+    assert "Traceback" not in quiet.stderr
+    assert "Traceback (most recent call last)" in verbose.stderr
+
+
+def last_execution(splice) -> dict:
+    listed = splice("executions", "list", "--json")
+    return json.loads(listed.stdout.splitlines()[0])
+
+
+def test_executions_list(splice, tmp_path):
+    """executions list shows each execution with its status, newest first."""
+    path = write_simple(tmp_path)
+    splice("run", str(path), "--flow", "main", "--config", "greeting=hi")
+    splice("run", str(path), "--flow", "broken", "--config", "greeting=hi")
+    listed = splice("executions", "list", "--json")
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert listed.returncode == 0
+    assert [(row["flow"], row["status"]) for row in rows] == [("broken", "failed"),
+                                                              ("main", "succeeded")]
+    table = splice("executions", "list")
+    assert rows[0]["id"][:8] in table.stdout
+
+
+def test_executions_show(splice, server, tmp_path):
+    """executions show prints the timeline, statuses, sizes and each failed item's error."""
+    inbox = copy_inbox(tmp_path)
+    (inbox / "order.xml").write_text("<Order/>")
+    run_demo(splice, server, inbox)
+    execution = last_execution(splice)
+    shown = splice("executions", "show", execution["id"])
+    assert shown.returncode == 0, shown.stderr
+    assert "status succeeded" in shown.stdout
+    assert "[*].post" in shown.stdout
+    assert "KiB" in shown.stdout
+    assert '"name": "order.xml"' in shown.stdout
+    assert "root element 'Order'" in shown.stdout
+
+
+def test_executions_show_unknown(splice):
+    """An unknown execution id exits 3 and says how to list ids."""
+    shown = splice("executions", "show", "0000000000")
+    assert shown.returncode == 3
+    assert "splice executions list" in shown.stderr
+
+
+def test_logs(splice, server):
+    """splice logs prints each line with its step path."""
+    run_demo(splice, server, INVOICES)
+    execution = last_execution(splice)
+    logs = splice("logs", execution["id"])
+    assert logs.returncode == 0, logs.stderr
+    assert "invoices[0].map: mapped invoice" in logs.stdout
+    assert "summary: documents processed: 12, failed: 0" in logs.stdout
