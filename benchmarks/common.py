@@ -27,18 +27,28 @@ def machine() -> str:
     except OSError:
         pass
     cores = os.cpu_count()
-    return (f"{model}, {cores} cores, Linux {platform.release()}, "
-            f"Python {platform.python_version()} ({sys.executable})")
+    return (
+        f"{model}, {cores} cores, Linux {platform.release()}, "
+        f"Python {platform.python_version()} ({sys.executable})"
+    )
 
 
 def revision() -> str:
     """Name the commit of the checkout and whether splice/ has uncommitted changes."""
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        changes = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "splice"],
-                                 capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "splice"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return commit + (" with uncommitted changes in splice/" if changes else "")
@@ -55,10 +65,10 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Print rows as a Markdown table, so the output can go into RESULTS.md as it is."""
     cells = [[str(value) for value in row] for row in rows]
     widths = [max(len(headers[i]), *(len(row[i]) for row in cells)) for i in range(len(headers))]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |")
     print("| " + " | ".join("-" * w for w in widths) + " |")
     for row in cells:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
 
 
 def bench_settings(data_dir: Path) -> Settings:

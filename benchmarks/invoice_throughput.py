@@ -34,8 +34,16 @@ from types import ModuleType
 from typing import Any
 
 import httpx
-from common import (Checks, bench_settings, cpu_seconds, header, median, percentile, print_table,
-                    wait_for_reaped_children)
+from common import (
+    Checks,
+    bench_settings,
+    cpu_seconds,
+    header,
+    median,
+    percentile,
+    print_table,
+    wait_for_reaped_children,
+)
 
 from splice.components import find_action
 from splice.engine.inputs import prepare_inputs
@@ -48,8 +56,14 @@ NAMESPACES = {
     "cac": "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2",
     "cbc": "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2",
 }
-FORCE_LIST = ["cac:InvoiceLine", "cac:CreditNoteLine", "cac:TaxTotal", "cac:PaymentMeans",
-              "cac:PartyTaxScheme", "cac:PartyLegalEntity"]
+FORCE_LIST = [
+    "cac:InvoiceLine",
+    "cac:CreditNoteLine",
+    "cac:TaxTotal",
+    "cac:PaymentMeans",
+    "cac:PartyTaxScheme",
+    "cac:PartyLegalEntity",
+]
 
 
 class AccountingServer:
@@ -58,9 +72,18 @@ class AccountingServer:
     def __init__(self, api_key: str) -> None:
         self.api_key = api_key
         self.process = subprocess.Popen(
-            [sys.executable, str(EXAMPLE / "accounting_server.py"), "--host", "127.0.0.1",
-             "--port", "0", "--api-key", api_key],
-            stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                str(EXAMPLE / "accounting_server.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--api-key",
+                api_key,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline().strip()
@@ -94,8 +117,10 @@ def copy_example(folder: Path, concurrency: int) -> Path:
     if concurrency != 1:
         marker = "        on_error: continue\n"
         if marker not in text:
-            raise RuntimeError("examples/invoice-sync/integration.yaml changed: no "
-                               "'on_error: continue' line in the loop to add concurrency to")
+            raise RuntimeError(
+                "examples/invoice-sync/integration.yaml changed: no "
+                "'on_error: continue' line in the loop to add concurrency to"
+            )
         text = text.replace(marker, marker + f"        concurrency: {concurrency}\n", 1)
     (folder / "integration.yaml").write_text(text)
     for name in ("map_invoice.py", "summarize.py"):
@@ -127,14 +152,20 @@ def run_plain(inbox: Path, server: AccountingServer, threads: int) -> tuple[floa
 
         def process(file: Path) -> float:
             item_started = time.perf_counter()
-            inputs = prepare_inputs(parse, {"path": str(file), "namespaces": NAMESPACES,
-                                            "force_list": FORCE_LIST}, step="parse")
+            inputs = prepare_inputs(
+                parse,
+                {"path": str(file), "namespaces": NAMESPACES, "force_list": FORCE_LIST},
+                step="parse",
+            )
             document = parse.function(context, **inputs)
             record = mapper.run(context, document=document, source_file=file.name)
             response = client.post(
-                f"{server.url}/invoices", json=record,
-                headers={"X-API-Key": server.api_key,
-                         "Idempotency-Key": f"plain-{run_id}:{file.name}"},
+                f"{server.url}/invoices",
+                json=record,
+                headers={
+                    "X-API-Key": server.api_key,
+                    "Idempotency-Key": f"plain-{run_id}:{file.name}",
+                },
             )
             response.raise_for_status()
             return time.perf_counter() - item_started
@@ -148,39 +179,60 @@ def run_plain(inbox: Path, server: AccountingServer, threads: int) -> tuple[floa
     return time.perf_counter() - started, per_item
 
 
-def run_splice(local: LocalRun, file: Path, inbox: Path, server: AccountingServer,
-               invoices: int, checks: Checks, label: str) -> tuple[float, dict[str, list[float]]]:
+def run_splice(
+    local: LocalRun,
+    file: Path,
+    inbox: Path,
+    server: AccountingServer,
+    invoices: int,
+    checks: Checks,
+    label: str,
+) -> tuple[float, dict[str, list[float]]]:
     """Run the sync flow once and return wall seconds and per-item and per-step durations.
 
     The returned mapping also contains CPU seconds per invoice under ``cpu PROCESS`` keys.
     """
-    assignments = [f"inbox={inbox}", f"accounting_url={server.url}",
-                   f"accounting.api_key={server.api_key}"]
+    assignments = [
+        f"inbox={inbox}",
+        f"accounting_url={server.url}",
+        f"accounting.api_key={server.api_key}",
+    ]
     before = server.stored()
     template_pid = local.sandbox._process.pid  # type: ignore[union-attr]
     cpu_before = cpu_snapshot(server, template_pid)
     started = time.perf_counter()
     outcome = local.run(file, assignments=assignments, environ={})
     elapsed = time.perf_counter() - started
-    checks.expect(wait_for_reaped_children(template_pid),
-                  f"{label}: the sandboxed child was not reaped, so its CPU time is missing")
-    cpu = {name: (after - cpu_before[name]) / invoices
-           for name, after in cpu_snapshot(server, template_pid).items()}
+    checks.expect(
+        wait_for_reaped_children(template_pid),
+        f"{label}: the sandboxed child was not reaped, so its CPU time is missing",
+    )
+    cpu = {
+        name: (after - cpu_before[name]) / invoices
+        for name, after in cpu_snapshot(server, template_pid).items()
+    }
     stored = server.stored() - before
-    checks.expect(outcome.status == "succeeded",
-                  f"{label}: execution {outcome.status}: {outcome.error_message}")
-    checks.expect(outcome.continued_failures == 0,
-                  f"{label}: {outcome.continued_failures} invoices failed")
+    checks.expect(
+        outcome.status == "succeeded",
+        f"{label}: execution {outcome.status}: {outcome.error_message}",
+    )
+    checks.expect(
+        outcome.continued_failures == 0, f"{label}: {outcome.continued_failures} invoices failed"
+    )
     checks.expect(stored == invoices, f"{label}: the API stored {stored} of {invoices} records")
     expected_runs = 3 * invoices + 3  # parse, map, post per invoice; list, loop, summary
-    checks.expect(outcome.step_runs == expected_runs,
-                  f"{label}: outcome reports {outcome.step_runs} step runs, "
-                  f"expected {expected_runs}")
+    checks.expect(
+        outcome.step_runs == expected_runs,
+        f"{label}: outcome reports {outcome.step_runs} step runs, expected {expected_runs}",
+    )
     records = local.store.step_runs(outcome.execution_id)
-    checks.expect(len(records) == expected_runs,
-                  f"{label}: {len(records)} step_runs rows, expected {expected_runs}")
-    checks.expect(all(r.status == "succeeded" for r in records),
-                  f"{label}: some step runs did not succeed")
+    checks.expect(
+        len(records) == expected_runs,
+        f"{label}: {len(records)} step_runs rows, expected {expected_runs}",
+    )
+    checks.expect(
+        all(r.status == "succeeded" for r in records), f"{label}: some step runs did not succeed"
+    )
     by_step = durations(records)
     for name, seconds in cpu.items():
         by_step[f"cpu {name}"] = [seconds]
@@ -189,8 +241,7 @@ def run_splice(local: LocalRun, file: Path, inbox: Path, server: AccountingServe
 
 def cpu_snapshot(server: AccountingServer, template_pid: int | None) -> dict[str, float]:
     """CPU seconds so far of this process, the API server and the reaped sandboxed children."""
-    snapshot = {"this process": cpu_seconds("self"),
-                "API server": cpu_seconds(server.process.pid)}
+    snapshot = {"this process": cpu_seconds("self"), "API server": cpu_seconds(server.process.pid)}
     if template_pid is not None:
         snapshot["sandboxed child"] = cpu_seconds(template_pid, reaped_children=True)
     return snapshot
@@ -225,21 +276,36 @@ def profile_child_side(file: Path, inbox: Path, server: AccountingServer) -> Non
     from splice.engine.values import Masker
 
     integration = load_integration(file)
-    config = resolve_config(integration, assignments=[
-        f"inbox={inbox}", f"accounting_url={server.url}", f"accounting.api_key={server.api_key}",
-    ], config_file=None, environ={})
+    config = resolve_config(
+        integration,
+        assignments=[
+            f"inbox={inbox}",
+            f"accounting_url={server.url}",
+            f"accounting.api_key={server.api_key}",
+        ],
+        config_file=None,
+        environ={},
+    )
     scratch = Path(tempfile.mkdtemp(prefix="splice-bench-profile-"))
-    runner = Runner(integration=integration, flow="sync", execution_id="profile",
-                    config=config.values, trigger={"type": "manual"},
-                    emit=lambda event: events.encoder.encode(event), scratch_dir=scratch,
-                    masker=Masker(config.secrets))
+    runner = Runner(
+        integration=integration,
+        flow="sync",
+        execution_id="profile",
+        config=config.values,
+        trigger={"type": "manual"},
+        emit=lambda event: events.encoder.encode(event),
+        scratch_dir=scratch,
+        masker=Masker(config.secrets),
+    )
     profiler = cProfile.Profile()
     started = time.perf_counter()
     profiler.runcall(runner.run)
     elapsed = time.perf_counter() - started
     shutil.rmtree(scratch, ignore_errors=True)
-    print(f"\n## child side: Runner.run of the sync flow in process under cProfile, "
-          f"{elapsed:.2f} s, {runner.step_runs} step runs")
+    print(
+        f"\n## child side: Runner.run of the sync flow in process under cProfile, "
+        f"{elapsed:.2f} s, {runner.step_runs} step runs"
+    )
     text = io.StringIO()
     stats = pstats.Stats(profiler, stream=text).strip_dirs()
     stats.sort_stats("tottime").print_stats(25)
@@ -255,15 +321,22 @@ def cpu_row(label: str, cpu_runs: dict[str, list[float]]) -> list[str]:
     return [label, cell("this process"), cell("sandboxed child"), cell("API server")]
 
 
-def summarize(label: str, invoices: int, wall: list[float], per_item: list[list[float]],
-              plain_wall: float) -> list[Any]:
+def summarize(
+    label: str, invoices: int, wall: list[float], per_item: list[list[float]], plain_wall: float
+) -> list[Any]:
     seconds = median(wall)
     rate = invoices / seconds
     items = [value for run in per_item for value in run]
-    return [label, invoices, " / ".join(f"{w:.2f}" for w in wall), f"{rate:.0f}",
-            f"{percentile(items, 0.5) * 1000:.2f}", f"{percentile(items, 0.99) * 1000:.2f}",
-            f"{(invoices / plain_wall) / rate:.2f}×",
-            "yes" if rate >= AIM_PER_SECOND else "no"]
+    return [
+        label,
+        invoices,
+        " / ".join(f"{w:.2f}" for w in wall),
+        f"{rate:.0f}",
+        f"{percentile(items, 0.5) * 1000:.2f}",
+        f"{percentile(items, 0.99) * 1000:.2f}",
+        f"{(invoices / plain_wall) / rate:.2f}×",
+        "yes" if rate >= AIM_PER_SECOND else "no",
+    ]
 
 
 def main() -> int:
@@ -271,8 +344,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 60 invoices, one run")
     parser.add_argument("--invoices", type=int, default=500, help="invoice files in the inbox")
     parser.add_argument("--repeats", type=int, default=2, help="runs per variant")
-    parser.add_argument("--profile", action="store_true",
-                        help="also print a cProfile table of the flow's Runner in process")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print a cProfile table of the flow's Runner in process",
+    )
     options = parser.parse_args()
     if options.quick:
         options.invoices, options.repeats = 60, 1
@@ -300,22 +376,23 @@ def main() -> int:
                     for name, after in cpu_snapshot(server, None).items():
                         cpu_runs[name].append((after - cpu_before[name]) / options.invoices)
                     stored = server.stored() - before
-                    checks.expect(stored == options.invoices,
-                                  f"{label}: the API stored {stored} of {options.invoices} "
-                                  "records")
+                    checks.expect(
+                        stored == options.invoices,
+                        f"{label}: the API stored {stored} of {options.invoices} records",
+                    )
                     plain_wall.append(wall)
                     plain_items.append(items)
                 cpu_rows.append(cpu_row(label, cpu_runs))
                 baseline = baseline or median(plain_wall)
-                rows.append(summarize(label, options.invoices, plain_wall, plain_items,
-                                      baseline))
+                rows.append(summarize(label, options.invoices, plain_wall, plain_items, baseline))
             step_rows = []
             with LocalRun.open(bench_settings(folder / "data")) as local:
                 for label, file in (("splice", sequential), ("splice c=4", concurrent)):
                     walls, items, steps, cpu_runs = [], [], defaultdict(list), defaultdict(list)
                     for _ in range(options.repeats):
-                        wall, by_step = run_splice(local, file, inbox, server, options.invoices,
-                                                   checks, label)
+                        wall, by_step = run_splice(
+                            local, file, inbox, server, options.invoices, checks, label
+                        )
                         walls.append(wall)
                         items.append(by_step["item"])
                         for step in ("parse", "map", "post"):
@@ -325,17 +402,35 @@ def main() -> int:
                                 cpu_runs[key.removeprefix("cpu ")].extend(value)
                     cpu_rows.append(cpu_row(label, cpu_runs))
                     rows.append(summarize(label, options.invoices, walls, items, baseline))
-                    step_rows.append([label] + [
-                        f"{percentile(steps[s], 0.5) * 1000:.2f}" for s in ("parse", "map", "post")
-                    ])
+                    step_rows.append(
+                        [label]
+                        + [
+                            f"{percentile(steps[s], 0.5) * 1000:.2f}"
+                            for s in ("parse", "map", "post")
+                        ]
+                    )
             print()
-            print_table(["variant", "invoices", "wall s (each run)", "invoices/s",
-                         "p50 ms/item", "p99 ms/item", "slowdown vs plain (1 thread)",
-                         f">= {AIM_PER_SECOND:.0f}/s"], rows)
-            print("\nper-item times of splice runs come from step records (first start to last "
-                  "end of an iteration); plain ones are timed in process")
-            print("\nCPU ms per invoice (user + system, mean over each run; 'this process' is the "
-                  "supervisor and recorder for splice runs):")
+            print_table(
+                [
+                    "variant",
+                    "invoices",
+                    "wall s (each run)",
+                    "invoices/s",
+                    "p50 ms/item",
+                    "p99 ms/item",
+                    "slowdown vs plain (1 thread)",
+                    f">= {AIM_PER_SECOND:.0f}/s",
+                ],
+                rows,
+            )
+            print(
+                "\nper-item times of splice runs come from step records (first start to last "
+                "end of an iteration); plain ones are timed in process"
+            )
+            print(
+                "\nCPU ms per invoice (user + system, mean over each run; 'this process' is the "
+                "supervisor and recorder for splice runs):"
+            )
             print_table(["variant", "this process", "sandboxed child", "API server"], cpu_rows)
             print("\np50 ms per step run, from step records:")
             print_table(["variant", "parse", "map", "post"], step_rows)

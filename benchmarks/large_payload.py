@@ -56,16 +56,35 @@ def definition() -> dict[str, Any]:
         "key": "large-payload",
         "name": "Large payload benchmark",
         "version": "1.0.0",
-        "config": {"path": {"type": "string", "required": True,
-                            "description": "absolute path of the file to hash"}},
-        "flows": {"hash": {"trigger": {"type": "manual"}, "steps": [
-            {"id": "read", "action": "files.read",
-             "inputs": {"path": "{{ config.path }}", "mode": "bytes"}},
-            {"id": "hash", "action": "code.run",
-             "inputs": {"source": HASH_SOURCE, "args": {"data": "{{ steps.read }}"}}},
-            {"id": "memory", "action": "code.run",
-             "inputs": {"source": MEMORY_SOURCE, "args": {"hashed": "{{ steps.hash }}"}}},
-        ]}},
+        "config": {
+            "path": {
+                "type": "string",
+                "required": True,
+                "description": "absolute path of the file to hash",
+            }
+        },
+        "flows": {
+            "hash": {
+                "trigger": {"type": "manual"},
+                "steps": [
+                    {
+                        "id": "read",
+                        "action": "files.read",
+                        "inputs": {"path": "{{ config.path }}", "mode": "bytes"},
+                    },
+                    {
+                        "id": "hash",
+                        "action": "code.run",
+                        "inputs": {"source": HASH_SOURCE, "args": {"data": "{{ steps.read }}"}},
+                    },
+                    {
+                        "id": "memory",
+                        "action": "code.run",
+                        "inputs": {"source": MEMORY_SOURCE, "args": {"hashed": "{{ steps.hash }}"}},
+                    },
+                ],
+            }
+        },
     }
 
 
@@ -94,8 +113,12 @@ def measure_plain(payload: Path, write_copy: bool) -> dict[str, Any]:
         copy.write_bytes(data)
         copy.unlink()
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "sha256": sha256, "start_rss_kib": start_rss,
-            "parent_hwm_kib": status_kib("self", "VmHWM")}
+    return {
+        "seconds": seconds,
+        "sha256": sha256,
+        "start_rss_kib": start_rss,
+        "parent_hwm_kib": status_kib("self", "VmHWM"),
+    }
 
 
 def measure_splice(payload: Path, folder: Path) -> dict[str, Any]:
@@ -115,15 +138,27 @@ def measure_splice(payload: Path, folder: Path) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         template_pid = local.sandbox._process.pid  # type: ignore[union-attr]
         records = local.store.step_runs(outcome.execution_id)
-        steps = {r.step_id: {"ms": (r.ended_at - r.started_at).total_seconds() * 1000,
-                             "status": r.status, "output_blob": r.output_blob,
-                             "output_size": r.output_size} for r in records}
+        steps = {
+            r.step_id: {
+                "ms": (r.ended_at - r.started_at).total_seconds() * 1000,
+                "status": r.status,
+                "output_blob": r.output_blob,
+                "output_size": r.output_size,
+            }
+            for r in records
+        }
         blob = steps.get("read", {}).get("output_blob")
         blob_size = local.supervisor.blobs.path(blob).stat().st_size if blob else None
         return {
-            "seconds": seconds, "status": outcome.status, "error": outcome.error_message,
-            "result": outcome.result, "step_runs": outcome.step_runs, "rows": len(records),
-            "steps": steps, "blob_size": blob_size, "start_rss_kib": start_rss,
+            "seconds": seconds,
+            "status": outcome.status,
+            "error": outcome.error_message,
+            "result": outcome.result,
+            "step_runs": outcome.step_runs,
+            "rows": len(records),
+            "steps": steps,
+            "blob_size": blob_size,
+            "start_rss_kib": start_rss,
             "parent_hwm_kib": status_kib("self", "VmHWM"),
             "template_hwm_kib": status_kib(template_pid, "VmHWM"),
             "template_rss_kib": status_kib(template_pid, "VmRSS"),
@@ -134,7 +169,9 @@ def run_measurement(kind: str, payload: Path, folder: Path) -> dict[str, Any]:
     folder.mkdir()
     completed = subprocess.run(
         [sys.executable, __file__, "--measure", kind, str(payload), str(folder)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if completed.returncode != 0:
         raise RuntimeError(f"measurement {kind} failed:\n{completed.stderr}")
@@ -149,8 +186,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 MB, one run each")
     parser.add_argument("--size-mb", type=int, default=100, help="payload size in MB (10^6 B)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per measurement")
-    parser.add_argument("--measure", nargs=3, metavar=("KIND", "PAYLOAD", "FOLDER"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--measure", nargs=3, metavar=("KIND", "PAYLOAD", "FOLDER"), help=argparse.SUPPRESS
+    )
     options = parser.parse_args()
     if options.measure:
         kind, payload, folder = options.measure
@@ -176,7 +214,9 @@ def main() -> int:
             for kind in results:
                 results[kind].append(run_measurement(kind, payload, folder / f"{kind}-{repeat}"))
         for run in results["plain"] + results["plain-write"]:
-            checks.expect(run["sha256"] == expected, "plain: the sha256 does not match the payload's")
+            checks.expect(
+                run["sha256"] == expected, "plain: the sha256 does not match the payload's"
+            )
         for run in results["splice"]:
             check_splice(run, expected, size, checks)
         print_report(results, size)
@@ -184,16 +224,23 @@ def main() -> int:
 
 
 def check_splice(run: dict[str, Any], expected: str, size: int, checks: Checks) -> None:
-    checks.expect(run["status"] == "succeeded", f"splice: execution {run['status']}: "
-                  f"{run['error']}")
+    checks.expect(
+        run["status"] == "succeeded", f"splice: execution {run['status']}: {run['error']}"
+    )
     result = run["result"] or {}
     checks.expect(result.get("sha256") == expected, "splice: the hash step gave a wrong sha256")
-    checks.expect(result.get("size") == size, f"splice: the hash step saw {result.get('size')} "
-                  f"bytes, expected {size}")
-    checks.expect(run["step_runs"] == 3 and run["rows"] == 3,
-                  f"splice: {run['step_runs']} step runs, {run['rows']} rows, expected 3")
-    checks.expect(run["blob_size"] == size, f"splice: the read step's recorded blob has "
-                  f"{run['blob_size']} bytes, expected {size}")
+    checks.expect(
+        result.get("size") == size,
+        f"splice: the hash step saw {result.get('size')} bytes, expected {size}",
+    )
+    checks.expect(
+        run["step_runs"] == 3 and run["rows"] == 3,
+        f"splice: {run['step_runs']} step runs, {run['rows']} rows, expected 3",
+    )
+    checks.expect(
+        run["blob_size"] == size,
+        f"splice: the read step's recorded blob has {run['blob_size']} bytes, expected {size}",
+    )
 
 
 def print_report(results: dict[str, list[dict[str, Any]]], size: int) -> None:
@@ -204,10 +251,11 @@ def print_report(results: dict[str, list[dict[str, Any]]], size: int) -> None:
         seconds = median([r["seconds"] for r in runs])
         rate = size / MB / seconds
         # (process, its peak, its RSS before the payload: a child starts as a template copy)
-        peaks = [("parent", lambda r: r["parent_hwm_kib"], lambda r: r["start_rss_kib"]),
-                 ("template", lambda r: r["template_hwm_kib"], lambda r: r["template_rss_kib"]),
-                 ("child", lambda r: r["result"]["child_hwm_kib"],
-                  lambda r: r["template_rss_kib"])]
+        peaks = [
+            ("parent", lambda r: r["parent_hwm_kib"], lambda r: r["start_rss_kib"]),
+            ("template", lambda r: r["template_hwm_kib"], lambda r: r["template_rss_kib"]),
+            ("child", lambda r: r["result"]["child_hwm_kib"], lambda r: r["template_rss_kib"]),
+        ]
         for process, peak_of, start_of in peaks:
             if kind != "splice" and process != "parent":
                 continue
@@ -216,21 +264,46 @@ def print_report(results: dict[str, list[dict[str, Any]]], size: int) -> None:
             # Speed cells go on the measure's first row (its parent process) only.
             speed = ["", "", "", "", ""]
             if process == "parent":
-                speed = [kind, " / ".join(f"{r['seconds']:.3f}" for r in runs), f"{rate:.0f}",
-                         f"{plain_rate / rate:.2f}×",
-                         "yes" if rate >= AIM_MB_PER_SECOND else "no"]
-            memory = [process, f"{hwm / 1024:.0f}", f"{growth / 1024:.0f}",
-                      f"{hwm * 1024 / size:.2f}×", "yes" if hwm <= aim_kib else "no"]
+                speed = [
+                    kind,
+                    " / ".join(f"{r['seconds']:.3f}" for r in runs),
+                    f"{rate:.0f}",
+                    f"{plain_rate / rate:.2f}×",
+                    "yes" if rate >= AIM_MB_PER_SECOND else "no",
+                ]
+            memory = [
+                process,
+                f"{hwm / 1024:.0f}",
+                f"{growth / 1024:.0f}",
+                f"{hwm * 1024 / size:.2f}×",
+                "yes" if hwm <= aim_kib else "no",
+            ]
             rows.append(speed + memory)
     print()
-    print_table(["measure", "seconds (each run)", "MB/s", "slowdown vs plain",
-                 f">= {AIM_MB_PER_SECOND:.0f} MB/s", "process", "peak RSS MiB", "peak - start MiB",
-                 "peak / payload", f"<= {AIM_PEAK_FACTOR:.0f}×"], rows)
+    print_table(
+        [
+            "measure",
+            "seconds (each run)",
+            "MB/s",
+            "slowdown vs plain",
+            f">= {AIM_MB_PER_SECOND:.0f} MB/s",
+            "process",
+            "peak RSS MiB",
+            "peak - start MiB",
+            "peak / payload",
+            f"<= {AIM_PEAK_FACTOR:.0f}×",
+        ],
+        rows,
+    )
     last = results["splice"][-1]
-    print("\nsplice step runs (last run), ms from step records: " + ", ".join(
-        f"{step} {info['ms']:.0f}" for step, info in last["steps"].items()))
-    print("peak - start: the peak minus the process's RSS before the payload run (for the "
-          "child, minus the template's RSS,\nwhich the child starts with)")
+    print(
+        "\nsplice step runs (last run), ms from step records: "
+        + ", ".join(f"{step} {info['ms']:.0f}" for step, info in last["steps"].items())
+    )
+    print(
+        "peak - start: the peak minus the process's RSS before the payload run (for the "
+        "child, minus the template's RSS,\nwhich the child starts with)"
+    )
 
 
 if __name__ == "__main__":

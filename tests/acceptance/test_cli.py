@@ -59,8 +59,9 @@ class Server:
     api_key: str
 
     def stored(self) -> list[dict]:
-        request = urllib.request.Request(f"{self.url}/invoices",
-                                         headers={"X-API-Key": self.api_key})
+        request = urllib.request.Request(
+            f"{self.url}/invoices", headers={"X-API-Key": self.api_key}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.load(response)
 
@@ -70,9 +71,17 @@ def server() -> Iterator[Server]:
     """The example accounting API on a free port of 127.0.0.1, stopped by its PID."""
     api_key = secrets.token_urlsafe(16)
     process = subprocess.Popen(
-        [sys.executable, str(EXAMPLE_DIR / "accounting_server.py"), "--host", "127.0.0.1",
-         "--port", "0", f"--api-key={api_key}"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(EXAMPLE_DIR / "accounting_server.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            f"--api-key={api_key}",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     lines: list[str] = []
     assert process.stdout is not None
@@ -98,20 +107,35 @@ def splice(data_dir: Path, tmp_path: Path):
     """Run splice with SPLICE_DATA_DIR in the test's folder and return the finished process."""
 
     def run(*arguments: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        environment = {key: value for key, value in os.environ.items()
-                       if not key.startswith("SPLICE_")}
+        environment = {
+            key: value for key, value in os.environ.items() if not key.startswith("SPLICE_")
+        }
         environment.update({"SPLICE_DATA_DIR": str(data_dir), "COLUMNS": "200"})
-        return subprocess.run([str(SPLICE), *arguments], capture_output=True, text=True,
-                              input=input, env=environment, cwd=tmp_path,
-                              timeout=COMMAND_TIMEOUT)
+        return subprocess.run(
+            [str(SPLICE), *arguments],
+            capture_output=True,
+            text=True,
+            input=input,
+            env=environment,
+            cwd=tmp_path,
+            timeout=COMMAND_TIMEOUT,
+        )
 
     return run
 
 
 def run_demo(splice, server: Server, inbox: Path, *extra: str):
-    return splice("run", str(DEFINITION), "--config", f"inbox={inbox}",
-                  "--config", f"accounting_url={server.url}",
-                  "--config", f"accounting.api_key={server.api_key}", *extra)
+    return splice(
+        "run",
+        str(DEFINITION),
+        "--config",
+        f"inbox={inbox}",
+        "--config",
+        f"accounting_url={server.url}",
+        "--config",
+        f"accounting.api_key={server.api_key}",
+        *extra,
+    )
 
 
 def copy_inbox(tmp_path: Path) -> Path:
@@ -182,8 +206,10 @@ def test_validate_invalid(splice, tmp_path):
     column = text.index("xml.prase") - text.rindex("\n", 0, text.index("xml.prase"))
     completed = splice("validate", str(path))
     assert completed.returncode == 3
-    assert (f"{path}:{line}:{column}: flows.sync.steps[1] (invoices).steps[0] (parse).action: "
-            "unknown action 'xml.prase'") in completed.stderr
+    assert (
+        f"{path}:{line}:{column}: flows.sync.steps[1] (invoices).steps[0] (parse).action: "
+        "unknown action 'xml.prase'"
+    ) in completed.stderr
     assert "fix: did you mean 'xml.parse'?" in completed.stderr
 
 
@@ -206,19 +232,28 @@ def test_run_missing_config(splice, tmp_path):
 
 def test_run_failing_flow(splice, tmp_path):
     """A failing flow exits 1 and says which step failed."""
-    completed = splice("run", str(write_simple(tmp_path)), "--flow", "broken",
-                       "--config", "greeting=hi")
+    completed = splice(
+        "run", str(write_simple(tmp_path)), "--flow", "broken", "--config", "greeting=hi"
+    )
     assert completed.returncode == 1
     assert "ZeroDivisionError" in completed.stderr
 
 
 def test_input_from_stdin(splice, tmp_path):
     """--input - reads JSON from standard input into trigger.body."""
-    completed = splice("run", str(write_simple(tmp_path)), "--flow", "main", "--config",
-                       "greeting=hello", "--input", "-", input='{"id": 7, "tags": ["a"]}')
+    completed = splice(
+        "run",
+        str(write_simple(tmp_path)),
+        "--flow",
+        "main",
+        "--config",
+        "greeting=hello",
+        "--input",
+        "-",
+        input='{"id": 7, "tags": ["a"]}',
+    )
     assert completed.returncode == 0, completed.stderr
-    assert json.loads(completed.stdout) == {"body": {"id": 7, "tags": ["a"]},
-                                            "greeting": "hello"}
+    assert json.loads(completed.stdout) == {"body": {"id": 7, "tags": ["a"]}, "greeting": "hello"}
 
 
 def test_verbose_traceback(splice, tmp_path):
@@ -244,8 +279,10 @@ def test_executions_list(splice, tmp_path):
     listed = splice("executions", "list", "--json")
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert listed.returncode == 0
-    assert [(row["flow"], row["status"]) for row in rows] == [("broken", "failed"),
-                                                              ("main", "succeeded")]
+    assert [(row["flow"], row["status"]) for row in rows] == [
+        ("broken", "failed"),
+        ("main", "succeeded"),
+    ]
     table = splice("executions", "list")
     assert rows[0]["id"][:8] in table.stdout
 

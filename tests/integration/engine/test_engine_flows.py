@@ -15,7 +15,7 @@ flows:
     trigger: {type: manual}
 """
 
-STEPS_CODE = '''\
+STEPS_CODE = """\
 import time
 
 from splice.sdk import ActionError
@@ -48,7 +48,7 @@ def flaky(context, *, succeed_on):
 
 def permanent(context):
     raise ActionError("the record is invalid", retryable=False)
-'''
+"""
 
 
 def run_flow(local, write_integration, steps: str, **options: Any):
@@ -71,12 +71,17 @@ def by_path(runs: list[StepRunRecord]) -> dict[str, StepRunRecord]:
 
 def code(step_id: str, function: str, args: str, indent: int = 6, extra: str = "") -> str:
     pad = " " * indent
-    return (f"{pad}- id: {step_id}\n{pad}  action: code.run\n{extra}"
-            f"{pad}  inputs: {{file: steps.py, function: {function}, args: {args}}}\n")
+    return (
+        f"{pad}- id: {step_id}\n{pad}  action: code.run\n{extra}"
+        f"{pad}  inputs: {{file: steps.py, function: {function}, args: {args}}}\n"
+    )
 
 
-TWO_STEPS = "    steps:\n" + code("first", "double", "{value: 21}") + code(
-    "second", "echo", '{got: "{{ steps.first }}"}')
+TWO_STEPS = (
+    "    steps:\n"
+    + code("first", "double", "{value: 21}")
+    + code("second", "echo", '{got: "{{ steps.first }}"}')
+)
 
 
 def test_step_records(local, write_integration):
@@ -105,8 +110,9 @@ def test_execution_record(local, write_integration):
 
 def test_flow_result_expression(local, write_integration):
     """A flow's result expression decides the execution's result."""
-    steps = TWO_STEPS.replace("    steps:\n", '    result: "{{ [steps.first, steps.second.got] }}"'
-                              "\n    steps:\n")
+    steps = TWO_STEPS.replace(
+        "    steps:\n", '    result: "{{ [steps.first, steps.second.got] }}"\n    steps:\n'
+    )
     outcome = run_flow(local, write_integration, steps)
     assert outcome.result == [42, 42]
 
@@ -114,30 +120,39 @@ def test_flow_result_expression(local, write_integration):
 def test_trigger_body(local, write_integration):
     """The trigger's body is visible to expressions."""
     steps = "    steps:\n" + code("first", "echo", '{body: "{{ trigger.body }}"}')
-    outcome = run_flow(local, write_integration, steps,
-                       trigger={"type": "manual", "body": {"id": 7}})
+    outcome = run_flow(
+        local, write_integration, steps, trigger={"type": "manual", "body": {"id": 7}}
+    )
     assert outcome.result == {"body": {"id": 7}}
 
 
-BRANCH = """\
+BRANCH = (
+    """\
     steps:
       - id: pick
         branch:
           - when: "{{ trigger.body.n > 10 }}"
             steps:
-""" + code("big", "echo", "{size: big}", 14) + """\
+"""
+    + code("big", "echo", "{size: big}", 14)
+    + """\
           - when: "{{ trigger.body.n > 5 }}"
             steps:
-""" + code("medium", "echo", "{size: medium}", 14) + """\
+"""
+    + code("medium", "echo", "{size: medium}", 14)
+    + """\
           - when: "{{ trigger.body.n > 0 }}"
             steps:
-""" + code("small", "echo", "{size: small}", 14)
+"""
+    + code("small", "echo", "{size: small}", 14)
+)
 
 
 def test_branch_first_match(local, write_integration):
     """The first case whose condition holds runs, and only that one."""
-    outcome = run_flow(local, write_integration, BRANCH,
-                       trigger={"type": "manual", "body": {"n": 20}})
+    outcome = run_flow(
+        local, write_integration, BRANCH, trigger={"type": "manual", "body": {"n": 20}}
+    )
     paths = [run.path for run in runs_of(local, outcome)]
     assert paths == ["pick.big", "pick"]
     assert outcome.result == {"size": "big"}
@@ -145,33 +160,44 @@ def test_branch_first_match(local, write_integration):
 
 def test_branch_later_case(local, write_integration):
     """A later case runs when the earlier ones do not hold."""
-    outcome = run_flow(local, write_integration, BRANCH,
-                       trigger={"type": "manual", "body": {"n": 7}})
+    outcome = run_flow(
+        local, write_integration, BRANCH, trigger={"type": "manual", "body": {"n": 7}}
+    )
     assert outcome.result == {"size": "medium"}
 
 
 def test_branch_else(local, write_integration):
     """else runs when no case holds."""
     steps = BRANCH + "        else:\n" + code("other", "echo", "{size: none}", 10)
-    outcome = run_flow(local, write_integration, steps,
-                       trigger={"type": "manual", "body": {"n": -1}})
+    outcome = run_flow(
+        local, write_integration, steps, trigger={"type": "manual", "body": {"n": -1}}
+    )
     assert outcome.result == {"size": "none"}
 
 
 def test_branch_none(local, write_integration):
     """Without a matching case nor else, the branch succeeds with null."""
-    outcome = run_flow(local, write_integration, BRANCH,
-                       trigger={"type": "manual", "body": {"n": -1}})
+    outcome = run_flow(
+        local, write_integration, BRANCH, trigger={"type": "manual", "body": {"n": -1}}
+    )
     runs = runs_of(local, outcome)
     assert [(r.path, r.status) for r in runs] == [("pick", "succeeded")]
     assert outcome.status == "succeeded"
     assert outcome.result is None
 
 
-def loop(items: str, body: str, *, concurrency: int = 1, on_error: str = "fail",
-         result: str | None = None) -> str:
-    text = (f"    steps:\n      - id: each\n        loop: {items}\n"
-            f"        concurrency: {concurrency}\n        on_error: {on_error}\n")
+def loop(
+    items: str,
+    body: str,
+    *,
+    concurrency: int = 1,
+    on_error: str = "fail",
+    result: str | None = None,
+) -> str:
+    text = (
+        f"    steps:\n      - id: each\n        loop: {items}\n"
+        f"        concurrency: {concurrency}\n        on_error: {on_error}\n"
+    )
     if result:
         text += f"        result: {result!r}\n"
     return text + "        steps:\n" + body
@@ -199,8 +225,12 @@ def test_loop_order_concurrent(local, write_integration):
 
 def test_loop_concurrent_overlaps(local, write_integration):
     """Concurrent iterations overlap: every item starts before the first one ends."""
-    body = code("slow", "slow_echo", "{value: '{{ item }}', delays: {'0': 0.3, '1': 0.3, "
-                "'2': 0.3, '3': 0.3}}", 10)
+    body = code(
+        "slow",
+        "slow_echo",
+        "{value: '{{ item }}', delays: {'0': 0.3, '1': 0.3, '2': 0.3, '3': 0.3}}",
+        10,
+    )
     outcome = run_flow(local, write_integration, loop("[0, 1, 2, 3]", body, concurrency=4))
     runs = [run for run in runs_of(local, outcome) if run.kind == "action"]
     first_end = min(run.ended_at for run in runs)
@@ -210,8 +240,9 @@ def test_loop_concurrent_overlaps(local, write_integration):
 def test_loop_fail_stops(local, write_integration):
     """on_error fail: the failing item stops the loop and the execution fails."""
     body = code("check", "fail_on", "{value: '{{ item }}', bad: [1]}", 10)
-    outcome = run_flow(local, write_integration, loop("[0, 1, 2, 3]", body) + code(
-        "after", "echo", "{}"))
+    outcome = run_flow(
+        local, write_integration, loop("[0, 1, 2, 3]", body) + code("after", "echo", "{}")
+    )
     runs = runs_of(local, outcome)
     assert outcome.status == "failed"
     assert outcome.failed_step == "each[1].check"
@@ -237,8 +268,9 @@ def test_loop_fail_record(local, write_integration):
 def test_loop_continue(local, write_integration):
     """on_error continue: the failed items are recorded and the others go on."""
     body = code("check", "fail_on", "{value: '{{ item }}', bad: [1, 3]}", 10)
-    outcome = run_flow(local, write_integration,
-                       loop("[0, 1, 2, 3, 4]", body, concurrency=4, on_error="continue"))
+    outcome = run_flow(
+        local, write_integration, loop("[0, 1, 2, 3, 4]", body, concurrency=4, on_error="continue")
+    )
     assert outcome.status == "succeeded"
     assert outcome.continued_failures == 2
     assert outcome.result["results"] == [0, None, 2, None, 4]
@@ -252,8 +284,7 @@ def test_loop_continue(local, write_integration):
 def test_loop_continue_step_runs(local, write_integration):
     """The failed iteration's step run keeps the item and the error, marked continued."""
     body = code("check", "fail_on", "{value: '{{ item }}', bad: ['b']}", 10)
-    outcome = run_flow(local, write_integration,
-                       loop("[a, b, c]", body, on_error="continue"))
+    outcome = run_flow(local, write_integration, loop("[a, b, c]", body, on_error="continue"))
     iteration = by_path(runs_of(local, outcome))["each[1]"]
     assert (iteration.kind, iteration.status, iteration.continued) == ("iteration", "failed", True)
     assert decode(iteration.item or b"", iteration.item_encoding or "msgpack") == "b"
@@ -266,8 +297,9 @@ def test_loop_continue_step_runs(local, write_integration):
 def test_loop_result_expression(local, write_integration):
     """A loop's result expression gives each iteration's entry."""
     body = code("twice", "double", "{value: '{{ item }}'}", 10)
-    outcome = run_flow(local, write_integration,
-                       loop("[1, 2]", body, result="{{ [index, steps.twice] }}"))
+    outcome = run_flow(
+        local, write_integration, loop("[1, 2]", body, result="{{ [index, steps.twice] }}")
+    )
     assert outcome.result["results"] == [[0, 2], [1, 4]]
 
 
@@ -281,8 +313,13 @@ def test_nested_loops(local, write_integration):
           - id: inner
             loop: [x, y]
             steps:
-""" + code("pair", "echo", '{label: "{{ loops.outer.item }}{{ item }}", '
-           'at: "{{ [loops.outer.index, loops.inner.index, index] }}"}', 14)
+""" + code(
+        "pair",
+        "echo",
+        '{label: "{{ loops.outer.item }}{{ item }}", '
+        'at: "{{ [loops.outer.index, loops.inner.index, index] }}"}',
+        14,
+    )
     outcome = run_flow(local, write_integration, steps)
     results = [r["results"] for r in outcome.result["results"]]
     assert results == [
@@ -290,8 +327,12 @@ def test_nested_loops(local, write_integration):
         [{"label": "bx", "at": [1, 0, 0]}, {"label": "by", "at": [1, 1, 1]}],
     ]
     paths = [run.path for run in runs_of(local, outcome) if run.kind == "action"]
-    assert paths == ["outer[0].inner[0].pair", "outer[0].inner[1].pair",
-                     "outer[1].inner[0].pair", "outer[1].inner[1].pair"]
+    assert paths == [
+        "outer[0].inner[0].pair",
+        "outer[0].inner[1].pair",
+        "outer[1].inner[0].pair",
+        "outer[1].inner[1].pair",
+    ]
 
 
 RETRY = "        on_error: {{retry: {{attempts: 3, delay: 0.05, backoff: 2}}, then: {then}}}\n"
@@ -299,19 +340,20 @@ RETRY = "        on_error: {{retry: {{attempts: 3, delay: 0.05, backoff: 2}}, th
 
 def test_retry_then_succeeds(local, write_integration):
     """A step that fails twice and then succeeds leaves three attempts."""
-    steps = "    steps:\n" + code("flaky", "flaky", "{succeed_on: 3}",
-                                   extra=RETRY.format(then="fail"))
+    steps = "    steps:\n" + code(
+        "flaky", "flaky", "{succeed_on: 3}", extra=RETRY.format(then="fail")
+    )
     outcome = run_flow(local, write_integration, steps)
     runs = runs_of(local, outcome)
-    assert [(r.attempt, r.status) for r in runs] == [(1, "failed"), (2, "failed"),
-                                                    (3, "succeeded")]
+    assert [(r.attempt, r.status) for r in runs] == [(1, "failed"), (2, "failed"), (3, "succeeded")]
     assert outcome.result == 3
 
 
 def test_retry_backoff(local, write_integration):
     """Retries wait delay, then delay * backoff: 0.05 s and 0.1 s here."""
-    steps = "    steps:\n" + code("flaky", "flaky", "{succeed_on: 3}",
-                                   extra=RETRY.format(then="fail"))
+    steps = "    steps:\n" + code(
+        "flaky", "flaky", "{succeed_on: 3}", extra=RETRY.format(then="fail")
+    )
     runs = runs_of(local, run_flow(local, write_integration, steps))
     gaps = [(runs[i + 1].started_at - runs[i].ended_at).total_seconds() for i in range(2)]
     # Lower bounds are the policy; upper bounds only tell the two delays apart on a busy machine.
@@ -321,8 +363,9 @@ def test_retry_backoff(local, write_integration):
 
 def test_retry_then_fail(local, write_integration):
     """After the last attempt, then: fail fails the execution."""
-    steps = "    steps:\n" + code("flaky", "flaky", "{succeed_on: 9}",
-                                   extra=RETRY.format(then="fail"))
+    steps = "    steps:\n" + code(
+        "flaky", "flaky", "{succeed_on: 9}", extra=RETRY.format(then="fail")
+    )
     outcome = run_flow(local, write_integration, steps)
     runs = runs_of(local, outcome)
     assert [r.attempt for r in runs] == [1, 2, 3]
@@ -332,14 +375,19 @@ def test_retry_then_fail(local, write_integration):
 
 def test_retry_then_continue(local, write_integration):
     """After the last attempt, then: continue goes on to the next step."""
-    steps = ("    steps:\n" + code("flaky", "flaky", "{succeed_on: 9}",
-                                   extra=RETRY.format(then="continue"))
-             + code("after", "echo", '{flaky: "{{ steps.flaky }}"}'))
+    steps = (
+        "    steps:\n"
+        + code("flaky", "flaky", "{succeed_on: 9}", extra=RETRY.format(then="continue"))
+        + code("after", "echo", '{flaky: "{{ steps.flaky }}"}')
+    )
     outcome = run_flow(local, write_integration, steps)
     runs = runs_of(local, outcome)
     assert [(r.path, r.attempt, r.status) for r in runs] == [
-        ("flaky", 1, "failed"), ("flaky", 2, "failed"), ("flaky", 3, "failed"),
-        ("after", 1, "succeeded")]
+        ("flaky", 1, "failed"),
+        ("flaky", 2, "failed"),
+        ("flaky", 3, "failed"),
+        ("after", 1, "succeeded"),
+    ]
     assert runs[2].continued
     assert (outcome.status, outcome.continued_failures) == ("succeeded", 1)
     assert outcome.result == {"flaky": None}
@@ -356,8 +404,14 @@ def test_not_retryable(local, write_integration):
 
 def test_expression_error_fails(local, write_integration):
     """An expression that fails at run time fails the step with ExpressionError."""
-    steps = "    steps:\n" + code("first", "echo", "{}") + code(
-        "second", "echo", '{x: "{{ steps.first.missing }}"}')
+    steps = (
+        "    steps:\n"
+        + code("first", "echo", "{}")
+        + code("second", "echo", '{x: "{{ steps.first.missing }}"}')
+    )
     outcome = run_flow(local, write_integration, steps)
     assert (outcome.status, outcome.failed_step, outcome.error_type) == (
-        "failed", "second", "ExpressionError")
+        "failed",
+        "second",
+        "ExpressionError",
+    )

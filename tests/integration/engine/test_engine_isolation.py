@@ -24,7 +24,7 @@ TOKEN = "tok-Zq8v1LmX4p"
 API_KEY = "key-R7w2Nc9Kd3"
 SECRETS = [f"token={TOKEN}", f"accounting.api_key={API_KEY}"]
 
-CUSTOMER_CODE = '''\
+CUSTOMER_CODE = """\
 import logging
 import os
 import time
@@ -70,12 +70,14 @@ def sleep(context, *, seconds):
 
 def crash(context):
     os._exit(3)
-'''
+"""
 
 
 def code(step_id: str, function: str, args: str = "{}") -> str:
-    return (f"      - id: {step_id}\n        action: code.run\n"
-            f"        inputs: {{file: customer.py, function: {function}, args: {args}}}\n")
+    return (
+        f"      - id: {step_id}\n        action: code.run\n"
+        f"        inputs: {{file: customer.py, function: {function}, args: {args}}}\n"
+    )
 
 
 def run_steps(local, write_integration, steps: str, **options):
@@ -89,8 +91,11 @@ def test_customer_traceback(local, write_integration):
     run = local.store.step_runs(outcome.execution_id)[0]
     assert (run.error_type, run.error_message) == ("ZeroDivisionError", "division by zero")
     # Python 3.11 and later add lines of ^ and ~ under the failing expression.
-    lines = [line for line in (run.error_traceback or "").splitlines(keepends=True)
-             if line.strip(" ^~\n")]
+    lines = [
+        line
+        for line in (run.error_traceback or "").splitlines(keepends=True)
+        if line.strip(" ^~\n")
+    ]
     assert "".join(lines) == (
         "Traceback (most recent call last):\n"
         '  File "customer.py", line 7, in compute\n'
@@ -104,8 +109,10 @@ def test_customer_traceback(local, write_integration):
 def test_customer_logs(local, write_integration):
     """Logger lines and print() lines are stored with the step's path."""
     outcome = run_steps(local, write_integration, code("talk", "chatty"))
-    lines = [(line["step_path"], line["level"], line["message"])
-             for line in local.store.logs(outcome.execution_id)]
+    lines = [
+        (line["step_path"], line["level"], line["message"])
+        for line in local.store.logs(outcome.execution_id)
+    ]
     assert ("talk", "info", "starting with 3 items") in lines
     assert ("talk", "info", "printed line") in lines
 
@@ -124,17 +131,25 @@ def stored_bytes(data_dir: Path) -> bytes:
 
 def test_secrets_masked_in_records(local, write_integration, data_dir):
     """Secrets in outputs, logs, errors and the result never reach the stored bytes."""
-    steps = (code("leak", "leak") + "        on_error: continue\n"
-             + code("fail", "leak_error") + "        on_error: continue\n"
-             + code("large", "leak_large") + code("again", "leak"))
+    steps = (
+        code("leak", "leak")
+        + "        on_error: continue\n"
+        + code("fail", "leak_error")
+        + "        on_error: continue\n"
+        + code("large", "leak_large")
+        + code("again", "leak")
+    )
     outcome = run_steps(local, write_integration, steps)
     local.store.close()
     stored = stored_bytes(data_dir)
     assert any((data_dir / "blobs").rglob("value-*"))
     assert TOKEN.encode() not in stored
     assert API_KEY.encode() not in stored
-    assert outcome.result == {"token": "[secret]", "nested": ["[secret]", "Bearer [secret]"],
-                              "[secret]": "as a key"}
+    assert outcome.result == {
+        "token": "[secret]",
+        "nested": ["[secret]", "Bearer [secret]"],
+        "[secret]": "as a key",
+    }
 
 
 def test_secrets_masked_in_error(local, write_integration):
@@ -156,7 +171,8 @@ def test_secrets_masked_in_logs(local, write_integration):
 def test_secret_in_result_expression_error(local, write_integration, data_dir):
     """A flow result expression whose error quotes a secret is masked in the execution."""
     path = write_integration(
-        HEADER + '    result: "{{ steps.first[config.token] }}"\n    steps:\n'
+        HEADER
+        + '    result: "{{ steps.first[config.token] }}"\n    steps:\n'
         + code("first", "compute", "{value: 2}"),
         {"customer.py": CUSTOMER_CODE},
     )
@@ -168,7 +184,7 @@ def test_secret_in_result_expression_error(local, write_integration, data_dir):
 
 
 PAYLOAD_SIZE = 100 * 1024 * 1024
-PAYLOAD_CODE = f'''\
+PAYLOAD_CODE = f"""\
 import hashlib
 import random
 
@@ -179,7 +195,7 @@ def produce(context):
 
 def digest(context, *, data):
     return {{"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
-'''
+"""
 
 
 def test_large_payload(local, write_integration, settings):

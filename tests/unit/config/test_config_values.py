@@ -117,7 +117,9 @@ def test_unset_optional_is_none(integration):
 def test_environment_names():
     """Environment names are upper-cased, with non-alphanumerics as _ and __ before a field."""
     assert [environment_name("inbox"), environment_name("my-api", "token")] == [
-        "SPLICE_CONFIG_INBOX", "SPLICE_CONFIG_MY_API__TOKEN"]
+        "SPLICE_CONFIG_INBOX",
+        "SPLICE_CONFIG_MY_API__TOKEN",
+    ]
 
 
 def test_environment_value(integration):
@@ -147,14 +149,20 @@ def test_unrelated_environment_ignored(integration):
 def test_config_file(integration, tmp_path):
     """A YAML config file sets values with their native types, connections as mappings."""
     path = tmp_path / "config.yaml"
-    path.write_text("count: 3\nenabled: true\ntags: [x, y]\n"
-                    "accounting: {api_key: file-key-1, header: X-Key}\n")
+    path.write_text(
+        "count: 3\nenabled: true\ntags: [x, y]\naccounting: {api_key: file-key-1, header: X-Key}\n"
+    )
     values = resolve(integration, config_file=path).values
     assert values["count"] == 3
     assert values["enabled"] is True
     assert values["tags"] == ["x", "y"]
-    assert values["accounting"] == {"type": "api_key", "header": "X-Key", "in": "header",
-                                    "name": "api_key", "api_key": "file-key-1"}
+    assert values["accounting"] == {
+        "type": "api_key",
+        "header": "X-Key",
+        "in": "header",
+        "name": "api_key",
+        "api_key": "file-key-1",
+    }
 
 
 def test_config_file_wrong_type(integration, tmp_path):
@@ -209,8 +217,12 @@ def test_connection_fields_merge(integration, tmp_path):
     """Connection fields from several sources merge, the later source winning per field."""
     path = tmp_path / "config.yaml"
     path.write_text("login: {username: file-user, password: file-pass}\n")
-    values = resolve(integration, "login.password=flag-pass", config_file=path,
-                     environ={"SPLICE_CONFIG_LOGIN__USERNAME": "env-user"}).values
+    values = resolve(
+        integration,
+        "login.password=flag-pass",
+        config_file=path,
+        environ={"SPLICE_CONFIG_LOGIN__USERNAME": "env-user"},
+    ).values
     assert values["login"] == {"type": "basic", "username": "env-user", "password": "flag-pass"}
 
 
@@ -233,8 +245,10 @@ def test_missing_required(integration):
     """A required variable that no source sets names every way to set it."""
     with pytest.raises(ConfigError) as raised:
         resolve_config(integration, assignments=[])
-    assert str(raised.value) == ("config variable 'inbox': required but not set; set it with "
-                                 "--config inbox=VALUE, SPLICE_CONFIG_INBOX or --config-file")
+    assert str(raised.value) == (
+        "config variable 'inbox': required but not set; set it with "
+        "--config inbox=VALUE, SPLICE_CONFIG_INBOX or --config-file"
+    )
 
 
 def test_connection_unknown_field(integration):
@@ -248,8 +262,9 @@ def test_connection_missing_field(integration):
     """A connection given partly names the missing field and its environment variable."""
     error = error_of(integration, "login.username=someone")
     assert error.variable == "login.password"
-    assert error.fix == ("set it with --config login.password=VALUE or "
-                         "SPLICE_CONFIG_LOGIN__PASSWORD")
+    assert error.fix == (
+        "set it with --config login.password=VALUE or SPLICE_CONFIG_LOGIN__PASSWORD"
+    )
 
 
 def test_field_of_plain_variable(integration):
@@ -270,8 +285,9 @@ def test_connection_not_object(integration):
     assert error.fix == "set fields with --config my-api.FIELD=VALUE"
 
 
-@pytest.mark.parametrize("assignment", ["token=abc", "accounting.api_key=abc",
-                                        "login.username=u", "my-api.token=x"])
+@pytest.mark.parametrize(
+    "assignment", ["token=abc", "accounting.api_key=abc", "login.username=u", "my-api.token=x"]
+)
 def test_short_secret_rejected(integration, assignment):
     """A secret shorter than 4 characters cannot be masked safely and is rejected."""
     extra = ["login.password=ab"] if assignment.startswith("login") else []
@@ -281,6 +297,11 @@ def test_short_secret_rejected(integration, assignment):
 
 def test_secrets_collected(integration):
     """Secret values and the secret fields of connections are listed for masking."""
-    resolved = resolve(integration, "token=secret-1", "accounting.api_key=key-22",
-                       "login.username=visible-user", "login.password=pass-333")
+    resolved = resolve(
+        integration,
+        "token=secret-1",
+        "accounting.api_key=key-22",
+        "login.username=visible-user",
+        "login.password=pass-333",
+    )
     assert sorted(resolved.secrets) == ["key-22", "pass-333", "secret-1"]

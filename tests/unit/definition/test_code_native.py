@@ -121,14 +121,17 @@ def test_python_loads_sources(write_integration):
 
 def test_python_semantic_error(write_integration):
     """A code-native definition is validated like YAML: an unknown action names its step."""
-    source = PYTHON_DEFINITION.replace('action="log.write", inputs={"message": "hello"}',
-                                       'action="log.wirte", inputs={"message": "hello"}')
+    source = PYTHON_DEFINITION.replace(
+        'action="log.write", inputs={"message": "hello"}',
+        'action="log.wirte", inputs={"message": "hello"}',
+    )
     path = write_integration(source, {"summarize.py": SUMMARIZE}, name="integration.py")
     with pytest.raises(DefinitionError) as raised:
         load_integration(path)
     paths = [(p.path, p.message, p.fix) for p in raised.value.problems]
-    assert paths == [("flows.manual.steps[0].action", "unknown action 'log.wirte'",
-                      "did you mean 'log.write'?")]
+    assert paths == [
+        ("flows.manual.steps[0].action", "unknown action 'log.wirte'", "did you mean 'log.write'?")
+    ]
 
 
 def test_python_model_error(write_integration):

@@ -25,8 +25,9 @@ LOG_STEP = """\
 """
 
 
-def problems_of(write_integration, definition: str, files: dict[str, str] | None = None
-                ) -> list[Problem]:
+def problems_of(
+    write_integration, definition: str, files: dict[str, str] | None = None
+) -> list[Problem]:
     """Load the definition and return the problems of the DefinitionError it raises."""
     path = write_integration(definition, files)
     with pytest.raises(DefinitionError) as raised:
@@ -34,8 +35,9 @@ def problems_of(write_integration, definition: str, files: dict[str, str] | None
     return raised.value.problems
 
 
-def only_problem(write_integration, definition: str, files: dict[str, str] | None = None
-                 ) -> Problem:
+def only_problem(
+    write_integration, definition: str, files: dict[str, str] | None = None
+) -> Problem:
     problems = problems_of(write_integration, definition, files)
     assert [str(p) for p in problems[1:]] == []
     return problems[0]
@@ -75,8 +77,10 @@ def test_not_a_mapping(write_integration):
 
 def test_unknown_top_level_key(write_integration):
     """An unknown top-level key points at the key itself."""
-    problem = only_problem(write_integration, "key: test\nname: Test\ncolour: red\n"
-                           + HEADER.split("\n", 2)[2] + LOG_STEP)
+    problem = only_problem(
+        write_integration,
+        "key: test\nname: Test\ncolour: red\n" + HEADER.split("\n", 2)[2] + LOG_STEP,
+    )
     assert problem.message == "unknown key 'colour'"
     assert (problem.line, problem.column) == (3, 1)
     assert problem.path == "colour"
@@ -95,8 +99,11 @@ def test_unknown_step_key(write_integration):
 @pytest.mark.parametrize("missing", ["key", "name", "flows"])
 def test_missing_top_level_key(write_integration, missing):
     """Each of key, name and flows is required and named when missing."""
-    lines = {"key": "key: test\n", "name": "name: Test\n", "flows": HEADER.split("\n", 2)[2]
-             + LOG_STEP}
+    lines = {
+        "key": "key: test\n",
+        "name": "name: Test\n",
+        "flows": HEADER.split("\n", 2)[2] + LOG_STEP,
+    }
     definition = "".join(text for key, text in lines.items() if key != missing)
     problem = only_problem(write_integration, definition)
     assert problem.message == f"missing required key {missing!r}"
@@ -118,8 +125,10 @@ def test_step_without_kind(write_integration):
 
 def test_unknown_action_suggests(write_integration):
     """A misspelt action gets a did-you-mean with the closest action name."""
-    problem = only_problem(write_integration, HEADER + "      - id: a\n        action: log.wirte\n"
-                           "        inputs: {message: hi}\n")
+    problem = only_problem(
+        write_integration,
+        HEADER + "      - id: a\n        action: log.wirte\n        inputs: {message: hi}\n",
+    )
     assert problem.message == "unknown action 'log.wirte'"
     assert (problem.line, problem.column) == (8, 17)
     assert problem.path == "flows.main.steps[0] (a).action"
@@ -128,8 +137,11 @@ def test_unknown_action_suggests(write_integration):
 
 def test_unknown_input(write_integration):
     """An input the action does not declare points at its key and lists the known inputs."""
-    problem = only_problem(write_integration, HEADER + "      - id: a\n        action: json.parse\n"
-                           "        inputs: {content: '1', colour: red}\n")
+    problem = only_problem(
+        write_integration,
+        HEADER + "      - id: a\n        action: json.parse\n"
+        "        inputs: {content: '1', colour: red}\n",
+    )
     assert problem.message == "json.parse has no input 'colour'"
     assert (problem.line, problem.column) == (9, 32)
     assert problem.path == "flows.main.steps[0] (a).inputs.colour"
@@ -138,9 +150,10 @@ def test_unknown_input(write_integration):
 
 def test_missing_required_input(write_integration):
     """A required input that a step leaves out is named with the step's inputs."""
-    problem = only_problem(write_integration, HEADER + "      - id: a\n"
-                           "        action: http.request\n"
-                           "        inputs: {method: GET}\n")
+    problem = only_problem(
+        write_integration,
+        HEADER + "      - id: a\n        action: http.request\n        inputs: {method: GET}\n",
+    )
     assert problem.message == "http.request needs input 'url'"
     assert (problem.line, problem.column) == (9, 17)
     assert problem.path == "flows.main.steps[0] (a).inputs"
@@ -149,10 +162,13 @@ def test_missing_required_input(write_integration):
 
 def test_literal_of_wrong_type(write_integration):
     """A literal that does not fit the input's type names the type and the value."""
-    problem = only_problem(write_integration, HEADER + "      - id: a\n"
-                           "        action: http.request\n"
-                           "        inputs:\n          url: http://127.0.0.1:9/\n"
-                           "          retries: three\n")
+    problem = only_problem(
+        write_integration,
+        HEADER + "      - id: a\n"
+        "        action: http.request\n"
+        "        inputs:\n          url: http://127.0.0.1:9/\n"
+        "          retries: three\n",
+    )
     assert problem.message == "input 'retries' must be integer, got string 'three'"
     assert (problem.line, problem.column) == (11, 20)
     assert problem.path == "flows.main.steps[0] (a).inputs.retries"
@@ -172,8 +188,9 @@ def test_bad_on_error(write_integration):
 
 def test_bad_retry_attempts(write_integration):
     """A retry policy's field is located inside the policy, without pydantic's union name."""
-    problem = only_problem(write_integration, HEADER + LOG_STEP
-                           + "        on_error: {retry: {attempts: 0}}\n")
+    problem = only_problem(
+        write_integration, HEADER + LOG_STEP + "        on_error: {retry: {attempts: 0}}\n"
+    )
     assert problem.message == "Input should be greater than or equal to 1 (got 0)"
     assert (problem.line, problem.column) == (10, 38)
     assert problem.path == "flows.main.steps[0] (a).on_error.retry.attempts"
@@ -206,24 +223,30 @@ def reference_problem(write_integration, steps: str) -> Problem:
 
 def test_reference_to_missing_step(write_integration):
     """A reference to a step that exists nowhere lists the steps visible there."""
-    problem = reference_problem(write_integration, LOG_STEP + "      - id: b\n"
-                                "        action: log.write\n"
-                                "        inputs: {message: '{{ steps.nope }}'}\n")
+    problem = reference_problem(
+        write_integration,
+        LOG_STEP + "      - id: b\n"
+        "        action: log.write\n"
+        "        inputs: {message: '{{ steps.nope }}'}\n",
+    )
     assert problem.message == "expression '{{ steps.nope }}': no step 'nope'"
     assert (problem.line, problem.column) == (12, 27)
     assert problem.path == "flows.main.steps[1] (b).inputs.message"
     assert problem.fix == "steps visible here: a"
 
 
-LATER_MESSAGE = ("step {name!r} has not run at this point (it comes later, or sits in another "
-                 "loop or branch)")
+LATER_MESSAGE = (
+    "step {name!r} has not run at this point (it comes later, or sits in another loop or branch)"
+)
 
 
 def test_reference_to_later_step(write_integration):
     """A reference to a step further down the flow is rejected."""
-    problem = reference_problem(write_integration, "      - id: a\n        action: log.write\n"
-                                "        inputs: {message: '{{ steps.b }}'}\n"
-                                + LOG_STEP.replace("id: a", "id: b"))
+    problem = reference_problem(
+        write_integration,
+        "      - id: a\n        action: log.write\n"
+        "        inputs: {message: '{{ steps.b }}'}\n" + LOG_STEP.replace("id: a", "id: b"),
+    )
     assert problem.message == "expression '{{ steps.b }}': " + LATER_MESSAGE.format(name="b")
     assert (problem.line, problem.column) == (9, 27)
     assert problem.path == "flows.main.steps[0] (a).inputs.message"
@@ -242,17 +265,20 @@ def test_reference_into_other_loop(write_integration):
         "            inputs: {message: '{{ steps.inner }}'}\n",
     )
     assert problem.message == "expression '{{ steps.inner }}': " + LATER_MESSAGE.format(
-        name="inner")
+        name="inner"
+    )
     assert (problem.line, problem.column) == (18, 31)
     assert problem.path == "flows.main.steps[1] (other).steps[0] (reader).inputs.message"
 
 
 def test_undeclared_config_variable(write_integration):
     """config.NAME must be declared under config, and the declared names are listed."""
-    definition = ("key: test\nname: Test\nconfig:\n  inbox: {type: string}\n"
-                  + HEADER.split("\n", 2)[2]
-                  + "      - id: a\n        action: log.write\n"
-                  "        inputs: {message: '{{ config.outbox }}'}\n")
+    definition = (
+        "key: test\nname: Test\nconfig:\n  inbox: {type: string}\n"
+        + HEADER.split("\n", 2)[2]
+        + "      - id: a\n        action: log.write\n"
+        "        inputs: {message: '{{ config.outbox }}'}\n"
+    )
     problem = only_problem(write_integration, definition)
     assert problem.message == "expression '{{ config.outbox }}': no config variable 'outbox'"
     assert (problem.line, problem.column) == (11, 27)
@@ -262,8 +288,10 @@ def test_undeclared_config_variable(write_integration):
 
 def test_item_outside_loop(write_integration):
     """item exists only inside a loop's steps."""
-    problem = reference_problem(write_integration, "      - id: a\n        action: log.write\n"
-                                "        inputs: {message: '{{ item }}'}\n")
+    problem = reference_problem(
+        write_integration,
+        "      - id: a\n        action: log.write\n        inputs: {message: '{{ item }}'}\n",
+    )
     assert problem.message == "expression '{{ item }}': 'item' exists only inside a loop"
     assert (problem.line, problem.column) == (9, 27)
     assert problem.fix == "move the step into a loop's steps"
@@ -285,8 +313,10 @@ def test_loops_not_enclosing(write_integration):
 
 def test_invalid_expression_syntax(write_integration):
     """An expression that does not parse is reported before anything runs."""
-    problem = reference_problem(write_integration, "      - id: a\n        action: log.write\n"
-                                "        inputs: {message: '{{ steps. }}'}\n")
+    problem = reference_problem(
+        write_integration,
+        "      - id: a\n        action: log.write\n        inputs: {message: '{{ steps. }}'}\n",
+    )
     assert problem.message == "invalid expression '{{ steps. }}': expected name or number"
     assert (problem.line, problem.column) == (9, 27)
     assert problem.path == "flows.main.steps[0] (a).inputs.message"
@@ -317,8 +347,11 @@ def test_code_file_outside_folder(write_integration, tmp_path):
 
 def test_code_syntax_error(write_integration):
     """A syntax error in customer code is located in the .py file, with the step's path."""
-    problem = only_problem(write_integration, HEADER + CODE_STEP.format(file="bad.py"),
-                           {"bad.py": "def run(context):\n    total = (1 +\n"})
+    problem = only_problem(
+        write_integration,
+        HEADER + CODE_STEP.format(file="bad.py"),
+        {"bad.py": "def run(context):\n    total = (1 +\n"},
+    )
     assert problem.message == "invalid Python: '(' was never closed"
     assert Path(problem.file or "").name == "bad.py"
     assert (problem.line, problem.column) == (2, 13)
@@ -328,8 +361,11 @@ def test_code_syntax_error(write_integration):
 
 def test_code_without_run(write_integration):
     """Customer code must define the function the step calls."""
-    problem = only_problem(write_integration, HEADER + CODE_STEP.format(file="norun.py"),
-                           {"norun.py": "def other(context):\n    return 1\n"})
+    problem = only_problem(
+        write_integration,
+        HEADER + CODE_STEP.format(file="norun.py"),
+        {"norun.py": "def other(context):\n    return 1\n"},
+    )
     assert problem.message.endswith("norun.py' defines no top-level function 'run'")
     assert (problem.line, problem.column) == (9, 17)
     assert problem.path == "flows.main.steps[0] (a).inputs"
@@ -338,8 +374,11 @@ def test_code_without_run(write_integration):
 
 def test_connection_without_type(write_integration):
     """A connection config variable must name its connection type."""
-    definition = ("key: test\nname: Test\nconfig:\n  accounting:\n    type: connection\n"
-                  + HEADER.split("\n", 2)[2] + LOG_STEP)
+    definition = (
+        "key: test\nname: Test\nconfig:\n  accounting:\n    type: connection\n"
+        + HEADER.split("\n", 2)[2]
+        + LOG_STEP
+    )
     problem = only_problem(write_integration, definition)
     assert problem.message == "a connection config variable needs `connection:` naming its type"
     assert (problem.line, problem.column) == (5, 5)
@@ -353,8 +392,9 @@ def schedule_problem(write_integration, trigger: str) -> Problem:
 
 def test_unknown_time_zone(write_integration):
     """A schedule's time zone must be an IANA name."""
-    problem = schedule_problem(write_integration,
-                               "{type: schedule, cron: '0 6 * * *', timezone: Mars/Olympus}")
+    problem = schedule_problem(
+        write_integration, "{type: schedule, cron: '0 6 * * *', timezone: Mars/Olympus}"
+    )
     assert problem.message == "unknown time zone 'Mars/Olympus'"
     assert (problem.line, problem.column) == (5, 60)
     assert problem.path == "flows.main.trigger.timezone"
@@ -402,12 +442,16 @@ def test_cron_valid(write_integration, cron):
 
 def test_every_problem_reported(write_integration):
     """Validation lists every problem of a definition, not only the first."""
-    problems = problems_of(write_integration, HEADER
-                           + "      - id: a\n        action: log.wirte\n"
-                           "      - id: b\n        action: log.write\n"
-                           "        inputs: {message: '{{ item }}'}\n")
-    assert [p.path for p in problems] == ["flows.main.steps[0] (a).action",
-                                          "flows.main.steps[1] (b).inputs.message"]
+    problems = problems_of(
+        write_integration,
+        HEADER + "      - id: a\n        action: log.wirte\n"
+        "      - id: b\n        action: log.write\n"
+        "        inputs: {message: '{{ item }}'}\n",
+    )
+    assert [p.path for p in problems] == [
+        "flows.main.steps[0] (a).action",
+        "flows.main.steps[1] (b).inputs.message",
+    ]
 
 
 def test_error_text_has_position(write_integration):

@@ -60,8 +60,13 @@ def test_mixed_string_renders_text():
 
 def test_nested_inputs():
     """Expressions inside dicts and lists are evaluated in place; literals pass through."""
-    value = evaluate({"path": "{{ config.inbox }}", "ids": ["{{ trigger.body.ids }}", 7],
-                      "plain": {"keep": True}})
+    value = evaluate(
+        {
+            "path": "{{ config.inbox }}",
+            "ids": ["{{ trigger.body.ids }}", 7],
+            "plain": {"keep": True},
+        }
+    )
     assert value == {"path": "/data/in", "ids": [[1, 2, 3], 7], "plain": {"keep": True}}
 
 
@@ -92,9 +97,11 @@ def test_undefined_name_message():
     """An unknown name fails with the name and a hint, not a silent empty value."""
     with pytest.raises(ExpressionError) as raised:
         evaluate("{{ stepz.list }}")
-    assert str(raised.value) == ("test: expression '{{ stepz.list }}' failed: 'stepz' is "
-                                 "undefined; check the names it uses exist at this point of "
-                                 "the flow")
+    assert str(raised.value) == (
+        "test: expression '{{ stepz.list }}' failed: 'stepz' is "
+        "undefined; check the names it uses exist at this point of "
+        "the flow"
+    )
 
 
 def test_undefined_whole_expression():
@@ -167,8 +174,10 @@ def test_range_small_allowed():
     assert evaluate("{{ range(3) | list }}") == [0, 1, 2]
 
 
-@pytest.mark.parametrize("expression", ["{{ 'a' * 10**9 }}", "{{ [0] * 10**9 }}",
-                                        "{{ 10**9 * 'ab' }}", "{{ 10 ** 100000 }}"])
+@pytest.mark.parametrize(
+    "expression",
+    ["{{ 'a' * 10**9 }}", "{{ [0] * 10**9 }}", "{{ 10**9 * 'ab' }}", "{{ 10 ** 100000 }}"],
+)
 def test_operators_bounded(expression):
     """Repetition and powers that would build huge values fail at once."""
     with pytest.raises(ExpressionError) as raised:
@@ -178,8 +187,11 @@ def test_operators_bounded(expression):
 
 def test_operators_small_allowed():
     """Ordinary arithmetic and repetition are unaffected by the bounds."""
-    assert [evaluate("{{ 'ab' * 3 }}"), evaluate("{{ 2 ** 10 }}"),
-            evaluate("{{ 1.5 * 2 }}")] == ["ababab", 1024, 3.0]
+    assert [evaluate("{{ 'ab' * 3 }}"), evaluate("{{ 2 ** 10 }}"), evaluate("{{ 1.5 * 2 }}")] == [
+        "ababab",
+        1024,
+        3.0,
+    ]
 
 
 def test_no_mutation():
