@@ -12,7 +12,7 @@ from rich.console import Console
 
 from splice.blobs.local import LocalBlobStore
 from splice.config import resolve_config
-from splice.definition import load_integration
+from splice.definition import Integration, load_integration
 from splice.engine.supervisor import ExecutionOutcome, Supervisor
 from splice.sandbox.forkserver import ForkServerSandbox
 from splice.settings import Settings
@@ -36,6 +36,7 @@ class LocalRun:
         self.settings = settings
         self.sandbox = sandbox
         self.store = store
+        self._loaded: dict[Path, tuple[tuple[Any, ...], Integration]] = {}
         self.supervisor = Supervisor(
             store=store,
             blobs=LocalBlobStore(settings.blob_dir),
@@ -44,9 +45,11 @@ class LocalRun:
         )
 
     @classmethod
-    def open(cls, settings: Settings | None = None) -> LocalRun:
+    def open(
+        cls, settings: Settings | None = None, *, sandbox: ForkServerSandbox | None = None
+    ) -> LocalRun:
         settings = settings or Settings.from_env()
-        sandbox = ForkServerSandbox()  # starts importing in its own process right away
+        sandbox = sandbox or ForkServerSandbox()  # imports in its own process meanwhile
         try:
             store = RecordStore.open(settings.database_url)
         except BaseException:
@@ -66,6 +69,16 @@ class LocalRun:
         self.sandbox.close()
         self.store.close()
 
+    def _load(self, file: Path) -> Integration:
+        """Load a definition, reusing the last load while it and its code files are unchanged."""
+        path = Path(file).resolve()
+        cached = self._loaded.get(path)
+        if cached is not None and cached[0] == _stamp(path, cached[1]):
+            return cached[1]
+        integration = load_integration(file)
+        self._loaded[path] = (_stamp(path, integration), integration)
+        return integration
+
     def run(
         self,
         file: Path,
@@ -83,7 +96,7 @@ class LocalRun:
 
         from splice.errors import ConfigError
 
-        integration = load_integration(file)
+        integration = self._load(file)
         try:
             flow_name, _ = integration.flow(flow)
         except KeyError as error:
@@ -141,3 +154,16 @@ class LocalRun:
                     "  " + describe_failure(run).split("\n")[0], markup=False, soft_wrap=True
                 )
         return outcome
+
+
+def _stamp(path: Path, integration: Integration) -> tuple[Any, ...]:
+    """Modification times and sizes of a definition and the code files it uses."""
+    files = [path, *(path.parent / name for name in sorted(integration.sources))]
+    stamps: list[Any] = []
+    for file in files:
+        try:
+            status = file.stat()
+        except OSError:
+            return ()
+        stamps.append((str(file), status.st_mtime_ns, status.st_size))
+    return tuple(stamps)

@@ -123,11 +123,15 @@ def run(
     Exit code 0 means the execution succeeded, 1 that it failed, 3 that the definition or a
     config value is invalid, 4 that the record store or the sandbox is broken.
     """
+    from splice.sandbox.forkserver import ForkServerSandbox
+
+    # Spawned first, so the template's imports overlap with this process's own.
+    sandbox = ForkServerSandbox()
     from splice.local import LocalRun
 
     try:
         trigger = {"type": "manual", "body": _read_input(input_file)}
-        with LocalRun.open() as local:
+        with LocalRun.open(sandbox=sandbox) as local:
             outcome = local.run(
                 file,
                 flow=flow,
@@ -140,6 +144,8 @@ def run(
     except (SpliceError, OSError) as error:
         _fail(ctx, error)
         return
+    finally:
+        sandbox.close()
     from splice.cli.render import to_json
 
     click.echo(to_json(outcome.result))

@@ -205,9 +205,7 @@ def _guarded(call: Callable[[Mapping[str, Any]], Any], text: str, where: str) ->
     def evaluate(scope: Mapping[str, Any]) -> Any:
         try:
             value = call(scope)
-            if isinstance(value, Undefined):
-                # A whole expression returns an undefined value instead of raising its error.
-                value._fail_with_undefined_error()
+            _fail_if_undefined(value)
             return value
         except UndefinedError as error:
             raise ExpressionError(
@@ -225,6 +223,24 @@ def _guarded(call: Callable[[Mapping[str, Any]], Any], text: str, where: str) ->
             ) from None
 
     return evaluate
+
+
+def _fail_if_undefined(value: Any, depth: int = 3) -> None:
+    """Raise the undefined error of a value built by the expression, such as ``[missing]``.
+
+    A whole expression returns an undefined value instead of raising its error, also
+    inside the lists and dicts it builds, which the first few levels here catch.
+    """
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    if depth == 0:
+        return
+    if type(value) is list or type(value) is tuple:
+        for item in value:
+            _fail_if_undefined(item, depth - 1)
+    elif type(value) is dict:
+        for item in value.values():
+            _fail_if_undefined(item, depth - 1)
 
 
 def _compile_path(source: str, text: str, where: str) -> Evaluator:

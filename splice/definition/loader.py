@@ -33,14 +33,11 @@ def load_integration(path: str | Path) -> Integration:
         )
     if path.suffix == ".py":
         integration = _load_python(path)
-        positions = None
+        problems, sources = validate_integration(integration, base_dir=path.parent)
+        if problems:
+            raise DefinitionError([_locate(p, path, None) for p in problems])
     else:
-        document = _read_yaml(path)
-        integration = _validate_model(document, path)
-        positions = document
-    problems, sources = validate_integration(integration, base_dir=path.parent)
-    if problems:
-        raise DefinitionError([_locate(p, path, positions) for p in problems])
+        integration, sources = _load_yaml(_read_text(path), path, path.parent)
     integration._source_path = str(path)
     integration._sources = sources
     return integration
@@ -48,24 +45,38 @@ def load_integration(path: str | Path) -> Integration:
 
 def load_integration_text(text: str, *, name: str = "<definition>", base_dir: Path) -> Integration:
     """Load a YAML definition given as text, resolving code files against ``base_dir``."""
-    document = _parse_yaml(text, Path(name))
-    integration = _validate_model(document, Path(name))
-    problems, sources = validate_integration(integration, base_dir=base_dir)
-    if problems:
-        raise DefinitionError([_locate(p, Path(name), document) for p in problems])
+    integration, sources = _load_yaml(text, Path(name), base_dir)
     integration._source_path = name
     integration._sources = sources
     return integration
 
 
-def _read_yaml(path: Path) -> Any:
+def _load_yaml(text: str, path: Path, base_dir: Path) -> tuple[Integration, dict[str, str]]:
+    """Parse with the fast C parser; when anything is wrong, parse again to locate it."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        data = YAML(typ="safe").load(text)
+        if isinstance(data, dict):
+            integration = Integration.model_validate(_plain(data))
+            problems, sources = validate_integration(integration, base_dir=base_dir)
+            if not problems:
+                return integration, sources
+    except Exception:  # the round-trip pass below reports it with its position
+        pass
+    document = _parse_yaml(text, path)
+    integration = _validate_model(document, path)
+    problems, sources = validate_integration(integration, base_dir=base_dir)
+    if problems:
+        raise DefinitionError([_locate(p, path, document) for p in problems])
+    return integration, sources
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise DefinitionError(
             [Problem(f"not valid UTF-8 at byte {error.start}", file=str(path), fix="save as UTF-8")]
         ) from None
-    return _parse_yaml(text, path)
 
 
 def _parse_yaml(text: str, path: Path) -> Any:
@@ -114,10 +125,10 @@ def _parse_yaml(text: str, path: Path) -> Any:
 
 
 def _plain(node: Any) -> Any:
-    """Turn ruamel's round-trip nodes into plain Python values."""
-    if isinstance(node, CommentedMap):
+    """Turn ruamel's nodes (round-trip or safe) into plain Python values."""
+    if isinstance(node, dict):
         return {str(key): _plain(value) for key, value in node.items()}
-    if isinstance(node, CommentedSeq):
+    if isinstance(node, list):
         return [_plain(item) for item in node]
     if isinstance(node, bool):
         return bool(node)

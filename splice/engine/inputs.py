@@ -15,7 +15,9 @@ def prepare_inputs(action: Action, values: dict[str, Any], *, step: str) -> dict
         value = prepared.get(key, MISSING)
         if value is MISSING or value is None:
             if spec.default is not MISSING:
-                prepared[key] = spec.default
+                default = spec.default
+                # A fresh container per step, so an action that changes it changes no other.
+                prepared[key] = default.copy() if isinstance(default, dict | list) else default
                 continue
             if spec.required:
                 raise ActionError(
@@ -39,7 +41,7 @@ def prepare_inputs(action: Action, values: dict[str, Any], *, step: str) -> dict
                 f"input {key!r} of {action.qualified_name} is {value!r}; use one of {choices}",
                 retryable=False,
             )
-    if not action.extra_inputs:
+    if not action.extra_inputs and any(key not in action.inputs for key in values):
         unknown = sorted(set(prepared) - set(action.inputs))
         if unknown:
             raise ActionError(

@@ -12,7 +12,6 @@ from splice.engine.events import LogEvent, ResultEvent, StepRunEvent
 from splice.engine.values import Recorded
 from splice.errors import StoreError
 from splice.store import RecordStore
-from splice.store.records import utc
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +33,8 @@ class Recorder:
         self._execution_id = execution_id
         self._scratch_dir = scratch_dir
         self._flush_interval = flush_interval
-        self._steps: list[dict[str, Any]] = []
-        self._logs: list[dict[str, Any]] = []
+        self._steps: list[tuple[Any, ...]] = []
+        self._logs: list[tuple[Any, ...]] = []
         self._step_sequence = 0
         self._log_sequence = 0
         self._lock = threading.Lock()
@@ -54,14 +53,14 @@ class Recorder:
             with self._lock:
                 self._log_sequence += 1
                 self._logs.append(
-                    {
-                        "execution_id": self._execution_id,
-                        "sequence": self._log_sequence,
-                        "step_path": event.path,
-                        "level": event.level,
-                        "time": utc(event.time),
-                        "message": event.message,
-                    }
+                    (
+                        self._execution_id,
+                        self._log_sequence,
+                        event.path,
+                        event.level,
+                        self._store.timestamp(event.time),
+                        event.message,
+                    )
                 )
 
     def finish(self, result: ResultEvent, execution: dict[str, Any]) -> None:
@@ -88,8 +87,6 @@ class Recorder:
             columns[f"{prefix}_blob"] = self._move_to_blobs(recorded.file)
         else:
             columns[prefix] = recorded.data
-        if prefix == "item":
-            columns.pop("item_size")
         return columns
 
     def _move_to_blobs(self, name: str) -> str:
@@ -101,41 +98,51 @@ class Recorder:
             )
         return self._blobs.put_file(source, f"executions/{self._execution_id}/{name}")
 
-    def _step_row(self, event: StepRunEvent) -> dict[str, Any]:
+    def _step_row(self, event: StepRunEvent) -> tuple[Any, ...]:
+        """Build a step_runs row as a tuple in the order of STEP_RUN_COLUMNS."""
         self._step_sequence += 1
-        row: dict[str, Any] = {
-            "execution_id": self._execution_id,
-            "sequence": self._step_sequence,
-            "path": event.path,
-            "step_id": event.step_id,
-            "kind": event.kind,
-            "action": event.action,
-            "status": event.status,
-            "attempt": event.attempt,
-            "started_at": utc(event.started),
-            "ended_at": utc(event.ended),
-            "input_size": event.input_size,
-            "continued": event.continued,
-            "output_size": None,
-            "output": None,
-            "output_encoding": None,
-            "output_blob": None,
-            "error_type": None,
-            "error_message": None,
-            "error_traceback": None,
-            "item": None,
-            "item_encoding": None,
-            "item_blob": None,
-        }
-        row.update(self.stored_value("output", event.output))
-        row.update(self.stored_value("item", event.item))
-        if event.error is not None:
-            row["error_type"] = event.error.type
-            row["error_message"] = event.error.message
-            row["error_traceback"] = event.error.traceback or None
-        return row
+        output = event.output
+        output_data = output_blob = None
+        if output is not None:
+            if output.file is not None:
+                output_blob = self._move_to_blobs(output.file)
+            else:
+                output_data = output.data
+        item_data = item_blob = item_encoding = None
+        if event.item is not None:
+            item_encoding = event.item.encoding
+            if event.item.file is not None:
+                item_blob = self._move_to_blobs(event.item.file)
+            else:
+                item_data = event.item.data
+        error = event.error
+        timestamp = self._store.timestamp
+        return (
+            self._execution_id,
+            self._step_sequence,
+            event.path,
+            event.step_id,
+            event.kind,
+            event.action,
+            event.status,
+            event.attempt,
+            timestamp(event.started),
+            timestamp(event.ended),
+            event.input_size,
+            output.size if output is not None else None,
+            output_data,
+            output.encoding if output is not None else None,
+            output_blob,
+            error.type if error is not None else None,
+            error.message if error is not None else None,
+            (error.traceback or None) if error is not None else None,
+            event.continued,
+            item_data,
+            item_encoding,
+            item_blob,
+        )
 
-    def _take(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _take(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         with self._lock:
             steps, self._steps = self._steps, []
             logs, self._logs = self._logs, []

@@ -189,7 +189,7 @@ class Runner:
             started = time.time()
             try:
                 output, input_size = attempt_once(attempt)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 ended = time.time()
                 error = self._error_info(exc)
                 retry = step.retry
@@ -273,6 +273,11 @@ class Runner:
     def _error_info(self, exc: BaseException) -> ErrorInfo:
         if isinstance(exc, _StepFailed):
             return exc.error
+        if isinstance(exc, SystemExit):
+            exc = RuntimeError(
+                f"the code called sys.exit({exc.code!r}); return a value or raise an exception "
+                "to end a step"
+            ).with_traceback(exc.__traceback__)
         message = self.masker.text(str(exc)) if self.masker else str(exc)
         if isinstance(exc, ActionError | ExpressionError):
             return ErrorInfo(type(exc).__name__, message)

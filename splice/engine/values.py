@@ -54,19 +54,30 @@ def decode(data: bytes, encoding: str = MSGPACK) -> Any:
     return _decoder.decode(data)
 
 
+SIZE_SAMPLE = 64  # items of a container measured before the rest is extrapolated
+
+
 def value_size(value: Any) -> int:
-    """Estimate a value's size in bytes without encoding it (strings count their UTF-8 bytes)."""
+    """Estimate a value's size in bytes without encoding it (strings count their UTF-8 bytes).
+
+    Containers with more than SIZE_SAMPLE items are measured on their first items and
+    extrapolated, so sizing a large parsed document costs the same as sizing a small one.
+    """
     kind = type(value)
     if kind is str:
         return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
     if kind is dict:
         total = 1
-        for key, item in value.items():
+        for count, (key, item) in enumerate(value.items()):
+            if count == SIZE_SAMPLE:
+                return 1 + (total - 1) * len(value) // count
             total += value_size(key) + value_size(item)
         return total
     if kind is list or kind is tuple:
         total = 1
-        for item in value:
+        for count, item in enumerate(value):
+            if count == SIZE_SAMPLE:
+                return 1 + (total - 1) * len(value) // count
             total += value_size(item)
         return total
     if kind is bytes or kind is bytearray or kind is memoryview:

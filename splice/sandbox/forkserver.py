@@ -39,11 +39,14 @@ class ForkServerSandbox:
         self._exits: dict[int, Future[int]] = {}
         self._process: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
-        self._start_template()
+        self._ready = False
+        # The template imports in its own process while this one goes on; the first
+        # execution waits for it to be ready.
+        self._spawn_template()
 
     # -- the template ---------------------------------------------------------------------
 
-    def _start_template(self) -> None:
+    def _spawn_template(self) -> None:
         parent_end, template_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         environment = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
         self._process = subprocess.Popen(
@@ -53,6 +56,12 @@ class ForkServerSandbox:
             close_fds=True,
         )
         template_end.close()
+        self._control = parent_end
+        self._ready = False
+
+    def _await_ready(self) -> None:
+        assert self._control is not None and self._process is not None
+        parent_end = self._control
         parent_end.settimeout(START_TIMEOUT)
         try:
             ready = msgspec.msgpack.decode(parent_end.recv(4096))
@@ -65,7 +74,7 @@ class ForkServerSandbox:
         if "ready" not in ready:
             raise SandboxError(f"the sandbox template sent {ready!r} instead of ready")
         parent_end.settimeout(None)
-        self._control = parent_end
+        self._ready = True
         threading.Thread(target=self._dispatch, args=(parent_end,), daemon=True).start()
         logger.debug("sandbox template started", extra={"pid": self._process.pid})
 
@@ -100,7 +109,9 @@ class ForkServerSandbox:
         with self._lock:
             if not self._alive():
                 logger.warning("sandbox template process is gone; starting a new one")
-                self._start_template()
+                self._spawn_template()
+            if not self._ready:
+                self._await_ready()
             request_id = str(next(self._ids))
             started: Future[int] = Future()
             self._started[request_id] = started
@@ -127,18 +138,23 @@ class ForkServerSandbox:
             self._exits.pop(pid, None)
 
     def close(self) -> None:
+        """Stop the template; executions already running finish on their own. Idempotent."""
+        if self._process is not None and not self._ready:
+            self._process.kill()  # still importing: nothing of value to wait for
         if self._control is not None:
             # close() alone sends no end of stream while the dispatch thread is blocked in
             # recv() on this socket, so the template would wait until it is killed.
             with contextlib.suppress(OSError):  # the template already closed its end
                 self._control.shutdown(socket.SHUT_RDWR)
             self._control.close()
+            self._control = None
         if self._process is not None:
             try:
                 self._process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+            self._process = None
 
 
 class ForkedExecution:

@@ -8,6 +8,7 @@ with its exit code once reaped.
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import signal
@@ -34,6 +35,10 @@ def _preload() -> None:
 def main(control_fd: int) -> None:
     control = socket.socket(fileno=control_fd)
     _preload()
+    # Children share the template's pages until they write to them; a garbage collection
+    # in a child would touch every preloaded object, so freeze them out of its reach.
+    gc.collect()
+    gc.freeze()
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
@@ -49,7 +54,9 @@ def main(control_fd: int) -> None:
         if control in readable:
             message, fds, _, _ = socket.recv_fds(control, CONTROL_MESSAGE_SIZE, 1)
             if not message:
-                return
+                # The supervisor closed the control socket. Exit at once: children have
+                # their own sockets, and tearing down the warmed heap only costs time.
+                os._exit(0)
             if not fds:
                 continue
             pid = os.fork()

@@ -24,6 +24,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 _EPOCH = datetime.datetime(1970, 1, 1)
 
+# Column order of the tuples that write_batch takes for step runs and logs.
+STEP_RUN_COLUMNS = tuple(c.name for c in tables.step_runs.columns if c.name != "id")
+LOG_COLUMNS = tuple(c.name for c in tables.logs.columns if c.name != "id")
+
 
 def utc(timestamp: float) -> datetime.datetime:
     """Convert seconds since the epoch to the naive UTC datetime the tables store."""
@@ -103,6 +107,8 @@ class RecordStore:
         self._sqlite = self.engine.dialect.name == "sqlite"
         self._paramstyle = self.engine.dialect.paramstyle
         self._insert_statements: dict[str, str] = {}
+        self._cached_second = -1
+        self._cached_prefix = ""
 
     @classmethod
     def open(cls, url: str) -> RecordStore:
@@ -150,13 +156,29 @@ class RecordStore:
         row = {"step_runs": 0, "continued_failures": 0, **values}
         self._write(lambda c: c.execute(insert(tables.executions), [row]))
 
+    def timestamp(self, seconds: float) -> Any:
+        """Convert seconds since the epoch to what this database's driver takes for a time."""
+        if not self._sqlite:
+            return utc(seconds)
+        # The same text as SQLAlchemy's SQLite DateTime type, built from a cached prefix
+        # because most rows of a batch fall within the same second.
+        whole, micros = divmod(round(seconds * 1_000_000), 1_000_000)
+        if whole != self._cached_second:
+            self._cached_second = whole
+            self._cached_prefix = utc(whole).strftime("%Y-%m-%d %H:%M:%S.")
+        return f"{self._cached_prefix}{micros:06d}"
+
     def write_batch(
         self,
-        step_runs: Sequence[Mapping[str, Any]],
-        logs: Sequence[Mapping[str, Any]],
+        step_runs: Sequence[Sequence[Any] | Mapping[str, Any]],
+        logs: Sequence[Sequence[Any] | Mapping[str, Any]],
         execution: tuple[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        """Insert step runs and logs, and update an execution, in one transaction."""
+        """Insert step runs and logs, and update an execution, in one transaction.
+
+        Rows are tuples in the order of STEP_RUN_COLUMNS and LOG_COLUMNS, with times from
+        :meth:`timestamp`, or mappings by column name.
+        """
 
         def write(connection: Any) -> None:
             if step_runs:
@@ -174,7 +196,7 @@ class RecordStore:
         self._write(write)
 
     def _insert_many(
-        self, connection: Any, table: Table, rows: Sequence[Mapping[str, Any]]
+        self, connection: Any, table: Table, rows: Sequence[Sequence[Any] | Mapping[str, Any]]
     ) -> None:
         """Insert rows through the driver's executemany.
 
@@ -187,11 +209,14 @@ class RecordStore:
             marks = ", ".join(_placeholder(self._paramstyle, name) for name in columns)
             statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
             self._insert_statements[table.name] = statement
-        convert = _sqlite_value if self._sqlite else None
-        if convert is None:
-            parameters = [tuple(row.get(name) for name in columns) for row in rows]
-        else:
-            parameters = [tuple(convert(row.get(name)) for name in columns) for row in rows]
+        parameters = [
+            tuple(
+                _sqlite_value(row.get(name)) if self._sqlite else row.get(name) for name in columns
+            )
+            if isinstance(row, Mapping)
+            else row
+            for row in rows
+        ]
         connection.exec_driver_sql(statement, parameters)
 
     def _write(self, action: Any) -> None:
