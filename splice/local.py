@@ -49,7 +49,7 @@ class LocalRun:
         cls, settings: Settings | None = None, *, sandbox: ForkServerSandbox | None = None
     ) -> LocalRun:
         settings = settings or Settings.from_env()
-        sandbox = sandbox or ForkServerSandbox()  # imports in its own process meanwhile
+        sandbox = sandbox or ForkServerSandbox(settings)  # imports in its own process meanwhile
         try:
             store = RecordStore.open(settings.database_url)
         except BaseException:

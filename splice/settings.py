@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from splice.errors import ConfigError
@@ -14,6 +14,39 @@ def default_data_dir(environ: Mapping[str, str]) -> Path:
     """``$XDG_DATA_HOME/splice``, which is ``~/.local/share/splice`` unless XDG says otherwise."""
     base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "splice"
+
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """Limits and options of the sandbox (see docs/sandbox.md)."""
+
+    cpu_seconds: int | None = None  # SPLICE_SANDBOX_CPU_SECONDS; none: the wall clock bounds it
+    memory: int = 1024 * MIB  # SPLICE_SANDBOX_MEMORY, bytes
+    processes: int = 64  # SPLICE_SANDBOX_PROCESSES, processes and threads
+    open_files: int = 256  # SPLICE_SANDBOX_OPEN_FILES
+    file_size: int = 1024 * MIB  # SPLICE_SANDBOX_FILE_SIZE, bytes of one written file
+    scratch_size: int = 2048 * MIB  # SPLICE_SANDBOX_SCRATCH_SIZE, bytes of all scratch files
+    uid: int = 65534  # SPLICE_SANDBOX_UID: the unprivileged user customer code runs as
+    max_forks: int = 10_000  # SPLICE_SANDBOX_MAX_FORKS, before the template is replaced
+    require_isolation: bool = False  # SPLICE_SANDBOX_REQUIRE_ISOLATION
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SandboxSettings:
+        cpu = env.get("SPLICE_SANDBOX_CPU_SECONDS")
+        return cls(
+            cpu_seconds=_integer(env, "SPLICE_SANDBOX_CPU_SECONDS", 0, minimum=1) if cpu else None,
+            memory=_integer(env, "SPLICE_SANDBOX_MEMORY", 1024 * MIB, minimum=32 * MIB),
+            processes=_integer(env, "SPLICE_SANDBOX_PROCESSES", 64, minimum=4),
+            open_files=_integer(env, "SPLICE_SANDBOX_OPEN_FILES", 256, minimum=32),
+            file_size=_integer(env, "SPLICE_SANDBOX_FILE_SIZE", 1024 * MIB, minimum=MIB),
+            scratch_size=_integer(env, "SPLICE_SANDBOX_SCRATCH_SIZE", 2048 * MIB, minimum=MIB),
+            uid=_integer(env, "SPLICE_SANDBOX_UID", 65534, minimum=1),
+            max_forks=_integer(env, "SPLICE_SANDBOX_MAX_FORKS", 10_000, minimum=1),
+            require_isolation=_boolean(env, "SPLICE_SANDBOX_REQUIRE_ISOLATION"),
+        )
 
 
 @dataclass(frozen=True)
@@ -27,6 +60,7 @@ class Settings:
     spill_threshold: int = 256 * 1024  # SPLICE_SPILL_THRESHOLD, bytes
     execution_timeout: float = 3600.0  # SPLICE_EXECUTION_TIMEOUT, seconds
     log_limit: int = 10 * 1024 * 1024  # SPLICE_LOG_LIMIT, bytes of log text per execution
+    sandbox: SandboxSettings = field(default_factory=lambda: SandboxSettings())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -40,6 +74,7 @@ class Settings:
             spill_threshold=_integer(env, "SPLICE_SPILL_THRESHOLD", 256 * 1024, minimum=1024),
             execution_timeout=_seconds(env, "SPLICE_EXECUTION_TIMEOUT", 3600.0),
             log_limit=_integer(env, "SPLICE_LOG_LIMIT", 10 * 1024 * 1024, minimum=1024),
+            sandbox=SandboxSettings.from_env(env),
         )
 
 
@@ -51,7 +86,7 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int) -
         value = int(raw)
     except ValueError:
         raise ConfigError(
-            f"{raw!r} is not a whole number of bytes",
+            f"{raw!r} is not a whole number",
             variable=name,
             source="environment",
             fix=f"set it to at least {minimum}",
@@ -87,3 +122,17 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
             fix="set it to a number of seconds such as 900",
         )
     return value
+
+
+def _boolean(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(
+        f"{raw!r} is not a boolean",
+        variable=name,
+        source="environment",
+        fix="set it to true or false",
+    )

@@ -55,9 +55,10 @@ def write_integration(tmp_path: Path) -> WriteIntegration:
 
 
 @pytest.fixture(scope="session")
-def sandbox() -> Iterator[ForkServerSandbox]:
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServerSandbox]:
     """One sandbox template for the session; every execution still gets a fresh fork."""
-    shared = ForkServerSandbox()
+    data_dir = tmp_path_factory.mktemp("sandbox")
+    shared = ForkServerSandbox(Settings.from_env({"SPLICE_DATA_DIR": str(data_dir)}))
     yield shared
     shared.close()
 

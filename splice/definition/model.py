@@ -57,9 +57,15 @@ class ConfigVariable(_Model):
     default: Any = None
     description: str = ""
     connection: Literal["api_key", "bearer", "basic", "aws"] | None = None
+    # A folder (or a list of folders) on the host that executions may read, or also write.
+    grant: Literal["read", "write"] | None = None
 
     @model_validator(mode="after")
     def _check_connection(self) -> ConfigVariable:
+        if self.grant is not None and self.type not in ("string", "list"):
+            raise ValueError(
+                "`grant:` applies only to string and list config variables holding folder paths"
+            )
         if self.type == "connection" and self.connection is None:
             raise ValueError(
                 "a connection config variable needs `connection:` naming its type; "

@@ -8,10 +8,12 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from splice.blobs import BlobStore
 from splice.config import ConfigValues
+from splice.errors import ConfigError
 from splice.definition.model import Integration
 from splice.engine.events import Event, LogEvent, ResultEvent, StepRunEvent
 from splice.engine.recorder import Recorder
@@ -46,6 +48,36 @@ def new_execution_id() -> str:
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     return str(uuid.UUID(int=value))
+
+
+def folder_grants(
+    integration: Integration, config: ConfigValues, working_dir: str | None
+) -> list[tuple[str, bool]]:
+    """Resolve the folders that config variables with ``grant:`` name, as absolute paths.
+
+    The config values are rewritten to the absolute paths, which is where the folders
+    appear inside the sandbox. Raise ConfigError for a path that is not a folder.
+    """
+    grants: list[tuple[str, bool]] = []
+    base = Path(working_dir or os.getcwd())
+    for name, variable in integration.config.items():
+        value = config.values.get(name)
+        if variable.grant is None or value is None:
+            continue
+        paths = value if isinstance(value, list) else [value]
+        resolved = []
+        for path in paths:
+            folder = (base / str(path)).resolve()
+            if not folder.is_dir():
+                raise ConfigError(
+                    f"{str(path)!r} is not a folder, so it cannot be granted to the sandbox",
+                    variable=name,
+                    fix="give the path of an existing folder",
+                )
+            resolved.append(str(folder))
+            grants.append((str(folder), variable.grant == "write"))
+        config.values[name] = resolved if isinstance(value, list) else resolved[0]
+    return grants
 
 
 class Supervisor:
@@ -85,11 +117,20 @@ class Supervisor:
                 "definition_path": integration.source_path,
             }
         )
+        grants = folder_grants(integration, config, working_dir)
         scratch = self.settings.scratch_dir / execution_id
         scratch.mkdir(parents=True, mode=0o700)
         try:
             result = self._run(
-                integration, execution_id, flow, config, trigger, scratch, on_event, working_dir
+                integration,
+                execution_id,
+                flow,
+                config,
+                trigger,
+                scratch,
+                on_event,
+                working_dir,
+                grants,
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -105,6 +146,7 @@ class Supervisor:
         scratch: Any,
         on_event: Callable[[Event], None] | None,
         working_dir: str | None,
+        grants: list[tuple[str, bool]],
     ) -> ExecutionOutcome:
         started = time.monotonic()
         spec = execution_spec.ExecutionSpec(
@@ -119,6 +161,7 @@ class Supervisor:
             spill_threshold=self.settings.spill_threshold,
             log_limit=self.settings.log_limit,
             working_dir=working_dir,
+            grants=grants,
         )
         request = ExecutionRequest(
             execution_id=execution_id,

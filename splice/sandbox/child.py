@@ -16,7 +16,8 @@ from splice.engine.events import ErrorInfo, ResultEvent
 from splice.engine.runner import Runner, RunSettings
 from splice.engine.values import Masker
 from splice.sandbox import spec as execution_spec
-from splice.sandbox.channel import FrameWriter, receive_frame
+from splice.sandbox.channel import FrameWriter, receive_frame, send_frame
+from splice.sandbox.confinement import ConfinementError, Plan, confine
 
 
 class _PrintCapture(io.TextIOBase):
@@ -45,10 +46,19 @@ class _PrintCapture(io.TextIOBase):
             self._runner.log(getattr(self._runner.current, "path", None), self._level, line)
 
 
-def run_child(sock: socket.socket) -> int:
+def run_child(sock: socket.socket, plan: Plan) -> int:
     """Run one execution over ``sock`` and return the process exit code."""
     spec = execution_spec.decoder.decode(receive_frame(sock))
-    _enter(spec)
+    try:
+        confine(plan, scratch_dir=spec.scratch_dir, grants=[(p, w) for p, w in spec.grants])
+    except ConfinementError as error:
+        failure = ResultEvent(
+            "failed",
+            error=ErrorInfo("SandboxError", f"the sandbox could not confine the child: {error}"),
+        )
+        send_frame(sock, events.encoder.encode(failure))
+        return 0
+    _enter(spec, private_tmp=plan.available["private-root"])
     writer = FrameWriter(sock)
 
     def emit(event: Any) -> None:
@@ -62,11 +72,11 @@ def run_child(sock: socket.socket) -> int:
     return 0
 
 
-def _enter(spec: execution_spec.ExecutionSpec) -> None:
+def _enter(spec: execution_spec.ExecutionSpec, *, private_tmp: bool) -> None:
     """Switch to the execution's scratch directory and environment."""
     scratch = Path(spec.scratch_dir)
     os.chdir(scratch)
-    tmp = scratch / "tmp"
+    tmp = Path("/tmp") if private_tmp else scratch / "tmp"
     tmp.mkdir(exist_ok=True)
     os.environ.clear()
     os.environ.update({"HOME": str(scratch), "TMPDIR": str(tmp), "PATH": "/usr/bin:/bin"})

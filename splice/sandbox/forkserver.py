@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -11,9 +12,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future
 from itertools import count
+from pathlib import Path
 
 import msgspec
 
@@ -22,21 +24,26 @@ from splice.engine.events import ErrorInfo, Event, ResultEvent
 from splice.errors import SandboxError
 from splice.sandbox import ExecutionRequest
 from splice.sandbox.channel import ChannelError, FrameReader, send_frame
+from splice.settings import SandboxSettings, Settings
 
 logger = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0  # seconds for the template to import what executions need
 EXIT_WAIT = 2.0  # seconds to wait for a child's exit code after its channel closed
+SCRATCH_CHECK_INTERVAL = 0.5  # seconds between checks of an execution's scratch usage
 
 
 class ForkServerSandbox:
     """Starts a template process once and forks one child per execution from it."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.protections: dict[str, list[str]] = {}
+        self._forks = 0
         self._lock = threading.Lock()
         self._ids = count(1)
         self._started: dict[str, Future[int]] = {}
-        self._exits: dict[int, Future[int]] = {}
+        self._exits: dict[int, Future[tuple[int, str | None]]] = {}
         self._process: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
         self._ready = False
@@ -49,8 +56,29 @@ class ForkServerSandbox:
     def _spawn_template(self) -> None:
         parent_end, template_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         environment = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+        sandbox = self.settings.sandbox
+        config = {
+            "limits": {
+                "cpu_seconds": sandbox.cpu_seconds,
+                "memory_bytes": sandbox.memory,
+                "processes": sandbox.processes,
+                "open_files": sandbox.open_files,
+                "file_size": sandbox.file_size,
+            },
+            "scratch_root": str(self.settings.scratch_dir),
+            "uid": sandbox.uid,
+        }
+        self.settings.scratch_dir.mkdir(parents=True, exist_ok=True)
+        self._forks = 0
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "splice.sandbox.template", str(template_end.fileno())],
+            [
+                sys.executable,
+                "-I",
+                "-m",
+                "splice.sandbox.template",
+                str(template_end.fileno()),
+                json.dumps(config),
+            ],
             pass_fds=[template_end.fileno()],
             env=environment,
             close_fds=True,
@@ -74,6 +102,21 @@ class ForkServerSandbox:
         if "ready" not in ready:
             raise SandboxError(f"the sandbox template sent {ready!r} instead of ready")
         parent_end.settimeout(None)
+        self.protections = {"active": ready["active"], "missing": ready["missing"]}
+        if ready["missing"] and self.settings.sandbox.require_isolation:
+            self._process.kill()
+            raise SandboxError(
+                "SPLICE_SANDBOX_REQUIRE_ISOLATION is set but this host lacks "
+                f"{', '.join(ready['missing'])}; run `splice doctor` for details, or unset it "
+                "to run with the protections that are available"
+            )
+        level = logging.WARNING if ready["missing"] else logging.INFO
+        logger.log(
+            level,
+            "sandbox protections: active %s; missing %s",
+            ", ".join(ready["active"]) or "none",
+            ", ".join(ready["missing"]) or "none",
+        )
         self._ready = True
         threading.Thread(target=self._dispatch, args=(parent_end,), daemon=True).start()
         logger.debug("sandbox template started", extra={"pid": self._process.pid})
@@ -91,10 +134,15 @@ class ForkServerSandbox:
             with self._lock:
                 if "started" in message:
                     future = self._started.pop(message["started"], None)
-                    if future is not None:
+                    if future is None:
+                        continue
+                    if "error" in message:
+                        future.set_exception(SandboxError(message["error"]))
+                    else:
                         future.set_result(message["pid"])
                 elif "exited" in message:
-                    self._exits.setdefault(message["exited"], Future()).set_result(message["code"])
+                    exit_future = self._exits.setdefault(message["exited"], Future())
+                    exit_future.set_result((message["code"], message.get("reason")))
         with self._lock:
             for future in self._started.values():
                 future.set_exception(SandboxError("the sandbox template process exited"))
@@ -110,9 +158,14 @@ class ForkServerSandbox:
             if not self._alive():
                 logger.warning("sandbox template process is gone; starting a new one")
                 self._spawn_template()
+            elif self._forks >= self.settings.sandbox.max_forks:
+                logger.info("sandbox template reached %d forks; replacing it", self._forks)
+                self._retire_template()
+                self._spawn_template()
             if not self._ready:
                 self._await_ready()
             request_id = str(next(self._ids))
+            self._forks += 1
             started: Future[int] = Future()
             self._started[request_id] = started
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -131,7 +184,17 @@ class ForkServerSandbox:
         with self._lock:
             exit_future = self._exits.setdefault(pid, Future())
         send_frame(parent_end, request.spec)
-        return ForkedExecution(request, pid, parent_end, exit_future, self._forget_exit)
+        return ForkedExecution(
+            request, pid, parent_end, exit_future, self._forget_exit, self.settings.sandbox
+        )
+
+    def _retire_template(self) -> None:
+        """Close the old template's control socket; it exits, its children run on."""
+        if self._control is not None:
+            with contextlib.suppress(OSError):
+                self._control.shutdown(socket.SHUT_RDWR)
+            self._control.close()
+        self._control = None
 
     def _forget_exit(self, pid: int) -> None:
         with self._lock:
@@ -165,14 +228,17 @@ class ForkedExecution:
         request: ExecutionRequest,
         pid: int,
         sock: socket.socket,
-        exit_code: Future[int],
-        forget: object,
+        exit_code: Future[tuple[int, str | None]],
+        forget: Callable[[int], None],
+        limits: SandboxSettings,
     ) -> None:
         self.execution_id = request.execution_id
         self.pid = pid
         self._sock = sock
         self._exit_code = exit_code
         self._forget = forget
+        self._limits = limits
+        self._scratch_dir = request.scratch_dir
         self._deadline = time.monotonic() + request.timeout
         self._timeout = request.timeout
         self._killed: str | None = None
@@ -184,53 +250,109 @@ class ForkedExecution:
     def _signal_group(self) -> None:
         if self._exit_code.done():
             return
+        # The child is pid 1 of its own pid namespace: when it dies, the kernel kills
+        # every process left in that namespace, daemonised grandchildren included.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
 
     def events(self) -> Iterator[Event]:
         result: ResultEvent | None = None
-        reader = FrameReader(self._sock)
         try:
-            for frame in reader.frames(self._deadline):
-                event = events.decoder.decode(frame)
-                if isinstance(event, ResultEvent):
-                    result = event
-                    continue
-                yield event
-        except TimeoutError:
-            self._signal_group()
-            result = _failure(
-                "ExecutionTimeout",
-                f"the execution ran past its wall-clock limit "
-                f"of {self._timeout:g} s and was stopped; raise the limit with "
-                "SPLICE_EXECUTION_TIMEOUT or make the flow faster",
-            )
-        except (ChannelError, msgspec.DecodeError, msgspec.ValidationError) as error:
-            self._signal_group()
-            result = _failure(
-                "SandboxError",
-                f"the sandboxed child sent an invalid frame ({error}) and was stopped",
-            )
+            result = yield from self._read()
         finally:
             self._sock.close()
         if self._killed is not None:
             result = _failure("Cancelled", self._killed)
         elif result is None:
             result = _failure("SandboxError", self._describe_exit())
-        self._forget(self.pid)  # type: ignore[operator]
+        self._forget(self.pid)
         yield result
+
+    def _read(self) -> Generator[Event, None, ResultEvent | None]:
+        """Yield events until the child closes its channel; return its result event."""
+        reader = FrameReader(self._sock)
+        result: ResultEvent | None = None
+        while True:
+            check_at = min(self._deadline, time.monotonic() + SCRATCH_CHECK_INTERVAL)
+            try:
+                for frame in reader.frames(check_at):
+                    event = events.decoder.decode(frame)
+                    if isinstance(event, ResultEvent):
+                        result = event
+                    else:
+                        yield event
+                return result
+            except TimeoutError:
+                failure = self._over_limit()
+            except (ChannelError, msgspec.DecodeError, msgspec.ValidationError) as error:
+                failure = _failure(
+                    "SandboxError",
+                    f"the sandboxed child sent an invalid frame ({error}) and was stopped",
+                )
+            if failure is not None:
+                self._signal_group()
+                return failure
+
+    def _over_limit(self) -> ResultEvent | None:
+        if time.monotonic() >= self._deadline:
+            return _failure(
+                "ExecutionTimeout",
+                f"the execution ran past its wall-clock limit of {self._timeout:g} s and was "
+                "stopped; raise the limit with SPLICE_EXECUTION_TIMEOUT or make the flow faster",
+            )
+        used = _disk_usage(self._scratch_dir)
+        limit = self._limits.scratch_size
+        if used > limit:
+            return _failure(
+                "ScratchLimitExceeded",
+                f"the execution's scratch files reached {used} bytes, over the limit of "
+                f"{limit} bytes, and it was stopped; raise SPLICE_SANDBOX_SCRATCH_SIZE or "
+                "write less to the scratch directory and /tmp",
+            )
+        return None
 
     def _describe_exit(self) -> str:
         try:
-            code = self._exit_code.result(timeout=EXIT_WAIT)
+            code, reason = self._exit_code.result(timeout=EXIT_WAIT)
         except Exception:
             return "the sandboxed child closed its channel without a result"
+        if reason == "memory":
+            return (
+                f"the execution used more than its memory limit of {self._limits.memory} bytes "
+                "and was killed; raise SPLICE_SANDBOX_MEMORY or process the data in parts"
+            )
+        if code == -signal.SIGXCPU or (code == -signal.SIGKILL and self._limits.cpu_seconds):
+            return (
+                f"the execution used more than its CPU time limit of "
+                f"{self._limits.cpu_seconds} s and was killed; raise SPLICE_SANDBOX_CPU_SECONDS"
+            )
         if code < 0:
+            number = -code
             name = (
-                signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else code
+                signal.Signals(number).name
+                if number in signal.Signals._value2member_map_
+                else number
             )
             return f"the sandboxed child was killed by signal {name} before it finished"
         return f"the sandboxed child exited with code {code} before it finished"
+
+
+def _disk_usage(folder: Path) -> int:
+    """Bytes of disk that the files below ``folder`` take."""
+    total = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                total += _disk_usage(Path(entry.path))
+            else:
+                total += entry.stat(follow_symlinks=False).st_blocks * 512
+        except OSError:
+            continue
+    return total
 
 
 def _failure(kind: str, message: str) -> ResultEvent:

@@ -20,6 +20,7 @@ class ExecutionSpec(msgspec.Struct, omit_defaults=True):
     log_limit: int
     environment: dict[str, str] = {}
     working_dir: str | None = None  # where relative file paths are taken from
+    grants: list[tuple[str, bool]] = []  # host folders bound in: (path, writable)
 
 
 encoder = msgspec.msgpack.Encoder()

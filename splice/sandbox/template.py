@@ -1,22 +1,26 @@
 """The template process: imports what executions need once, then forks one child per execution.
 
-Run as ``python -m splice.sandbox.template CONTROL_FD``. The control socket is a
-SOCK_SEQPACKET unix socket: each request carries a request id and the child's end of the
-execution's socket; the template replies ``started`` with the child's pid, and sends ``exited``
-with its exit code once reaped.
+Run as ``python -I -m splice.sandbox.template CONTROL_FD CONFIG_JSON``. The control socket
+is a SOCK_SEQPACKET unix socket: each request carries a request id and the child's end of
+the execution's socket. The template replies ``started`` with the child's pid, and sends
+``exited`` with its exit code (and ``reason`` when a limit ended it) once reaped.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import os
 import select
 import signal
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from splice.sandbox import confinement, linux
 
 CONTROL_MESSAGE_SIZE = 4096
 
@@ -24,79 +28,144 @@ CONTROL_MESSAGE_SIZE = 4096
 def _preload() -> None:
     """Import and warm everything an execution uses, so children start with it loaded."""
     import splice.components as components
-    import splice.engine.runner
+    import splice.engine.runner  # noqa: F401
     import splice.sandbox.child  # noqa: F401
     from splice.definition.expressions import compile_value
 
     components.builtin_components()
     compile_value({"warm": "{{ steps.a.b | length }} {{ item }}"})
+    # Lazily imported by socket and httpx on first use; an unprivileged child may not be
+    # able to import them later.
+    import encodings.idna  # noqa: F401
 
 
-def main(control_fd: int) -> None:
+def _plan(config: dict[str, Any]) -> confinement.Plan:
+    limits = confinement.Limits(**config["limits"])
+    return confinement.make_plan(
+        limits=limits,
+        scratch_root=Path(config["scratch_root"]),
+        extra_readable=config.get("readable", []),
+        uid=config["uid"],
+    )
+
+
+class Template:
+    """The fork loop, with the per-execution cgroups it creates and removes."""
+
+    def __init__(self, control: socket.socket, plan: confinement.Plan) -> None:
+        self.control = control
+        self.plan = plan
+        self.encoder = msgspec.msgpack.Encoder()
+        self.cgroups: dict[int, dict[str, str]] = {}
+        self.forks = 0
+        self.wake_read, self.wake_write = os.pipe()
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.control.send(self.encoder.encode(message))
+
+    def serve(self) -> None:
+        os.set_blocking(self.wake_write, False)
+        signal.set_wakeup_fd(self.wake_write)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        self.send({"ready": os.getpid(), "active": self.plan.active, "missing": self.plan.missing})
+        while True:
+            waiting: list[Any] = [self.control, self.wake_read]
+            readable, _, _ = select.select(waiting, [], [])
+            if self.wake_read in readable:
+                os.read(self.wake_read, 4096)
+                self.reap()
+            if self.control in readable:
+                message, fds, _, _ = socket.recv_fds(self.control, CONTROL_MESSAGE_SIZE, 1)
+                if not message:
+                    # The supervisor closed the control socket: wait for the running children
+                    # (their supervisors stop them at their deadlines), remove their cgroups,
+                    # and exit without tearing down the warmed heap.
+                    self.drain()
+                    os._exit(0)
+                if fds:
+                    self.fork(message.decode(), fds[0])
+
+    def fork(self, request_id: str, fd: int) -> None:
+        self.forks += 1
+        groups = confinement.create_execution_cgroups(self.plan, f"exec-{self.forks}")
+        if self.plan.available["pid-namespace"]:
+            pid = linux.fork_with_namespaces(linux.CLONE_NEWPID)  # the child is its pid 1
+        else:
+            pid = os.fork()
+        if pid == 0:
+            self.become_child(fd)
+        os.close(fd)
+        try:
+            confinement.join_cgroups(groups, pid)
+        except OSError as error:
+            os.kill(pid, signal.SIGKILL)
+            self.send(
+                {
+                    "started": request_id,
+                    "pid": pid,
+                    "error": f"could not place the child in its cgroups: {error}",
+                }
+            )
+        else:
+            self.send({"started": request_id, "pid": pid})
+        self.cgroups[pid] = groups
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            groups = self.cgroups.pop(pid, {})
+            message: dict[str, Any] = {"exited": pid, "code": os.waitstatus_to_exitcode(status)}
+            if confinement.memory_limit_hit(groups):
+                message["reason"] = "memory"
+            confinement.remove_cgroups(groups)
+            self.send(message)
+
+    def drain(self) -> None:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        while self.cgroups:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            confinement.remove_cgroups(self.cgroups.pop(pid, {}))
+        for groups in self.cgroups.values():
+            confinement.remove_cgroups(groups)
+        confinement.remove_cgroups(self.plan.cgroups)
+
+    def become_child(self, fd: int) -> None:
+        """Turn the forked process into an execution's child; never returns."""
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            self.control.close()
+            os.setsid()  # its own process group, so a timeout kills its children too
+            os.closerange(3, fd)
+            os.closerange(fd + 1, 65536)
+            from splice.sandbox.child import run_child
+
+            code = run_child(socket.socket(fileno=fd), self.plan)
+        except BaseException:  # the parent notices the missing result and records the crash
+            code = 70
+        finally:
+            os._exit(code)
+
+
+def main(control_fd: int, config: dict[str, Any]) -> None:
     control = socket.socket(fileno=control_fd)
     _preload()
+    plan = _plan(config)
     # Children share the template's pages until they write to them; a garbage collection
     # in a child would touch every preloaded object, so freeze them out of its reach.
     gc.collect()
     gc.freeze()
-    wake_read, wake_write = os.pipe()
-    os.set_blocking(wake_write, False)
-    signal.set_wakeup_fd(wake_write)
-    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-    encoder = msgspec.msgpack.Encoder()
-    control.send(encoder.encode({"ready": os.getpid()}))
-    while True:
-        waiting: list[Any] = [control, wake_read]
-        readable, _, _ = select.select(waiting, [], [])
-        if wake_read in readable:
-            os.read(wake_read, 4096)
-            _reap(control, encoder)
-        if control in readable:
-            message, fds, _, _ = socket.recv_fds(control, CONTROL_MESSAGE_SIZE, 1)
-            if not message:
-                # The supervisor closed the control socket. Exit at once: children have
-                # their own sockets, and tearing down the warmed heap only costs time.
-                os._exit(0)
-            if not fds:
-                continue
-            pid = os.fork()
-            if pid == 0:
-                _become_child(fds[0], control, wake_read, wake_write)
-            os.close(fds[0])
-            control.send(encoder.encode({"started": message.decode(), "pid": pid}))
-
-
-def _reap(control: socket.socket, encoder: msgspec.msgpack.Encoder) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        control.send(encoder.encode({"exited": pid, "code": os.waitstatus_to_exitcode(status)}))
-
-
-def _become_child(fd: int, control: socket.socket, wake_read: int, wake_write: int) -> None:
-    """Turn the forked process into an execution's child; never returns."""
-    code = 1
-    try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        control.close()
-        os.close(wake_read)
-        os.close(wake_write)
-        os.setsid()  # its own process group, so a timeout kills its children too
-        from splice.sandbox.child import run_child
-
-        code = run_child(socket.socket(fileno=fd))
-    except BaseException:  # the parent notices the missing result and records the crash
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        os._exit(code)
+    Template(control, plan).serve()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), json.loads(sys.argv[2]))
