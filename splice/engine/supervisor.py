@@ -13,11 +13,11 @@ from typing import Any
 
 from splice.blobs import BlobStore
 from splice.config import ConfigValues
-from splice.errors import ConfigError
 from splice.definition.model import Integration
 from splice.engine.events import Event, LogEvent, ResultEvent, StepRunEvent
 from splice.engine.recorder import Recorder
 from splice.engine.values import decode
+from splice.errors import ConfigError
 from splice.sandbox import ExecutionRequest, Sandbox
 from splice.sandbox import spec as execution_spec
 from splice.settings import Settings

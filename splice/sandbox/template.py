@@ -28,7 +28,7 @@ CONTROL_MESSAGE_SIZE = 4096
 def _preload() -> None:
     """Import and warm everything an execution uses, so children start with it loaded."""
     import splice.components as components
-    import splice.engine.runner  # noqa: F401
+    import splice.engine.runner
     import splice.sandbox.child  # noqa: F401
     from splice.definition.expressions import compile_value
 
