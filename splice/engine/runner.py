@@ -37,6 +37,18 @@ class RunSettings:
     log_limit: int = 10 * 1024 * 1024  # bytes of log text per execution before truncation
 
 
+class Stopped(BaseException):
+    """Raised in the main thread when the supervisor asks the execution to stop now.
+
+    A BaseException, so that customer code catching Exception does not swallow it.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        self.message = message
+        super().__init__(message)
+
+
 class _StepFailed(Exception):
     """A step failed under ``on_error: fail``; unwinds to the enclosing loop or the flow."""
 
@@ -103,6 +115,8 @@ class Runner:
         self._lock = threading.Lock()
         self._evaluators: dict[tuple[int, str], Evaluator] = {}
         self._resources: dict[str, Any] = {}
+        # Step paths being attempted now, for recording them when the execution is stopped.
+        self._running: dict[str, tuple[Step, str, int, float]] = {}
         self._sources = integration.sources  # read once: pydantic private attributes are slow
         self._log_bytes = 0
         self.continued_failures = 0
@@ -126,6 +140,8 @@ class Runner:
             if self.flow.result is not None:
                 result = self._evaluate(self.flow, "result", self.flow.result, scope)
             recorded = self._record(result)
+        except Stopped as stop:
+            return self._stopped(stop)
         except _StepFailed as failure:
             return self._result("failed", error=failure.error, failed_step=failure.path)
         except (ExpressionError, UnrecordableValue) as error:
@@ -135,6 +151,16 @@ class Runner:
         finally:
             self._close_resources()
         return self._result("succeeded", result=recorded)
+
+    def _stopped(self, stop: Stopped) -> ResultEvent:
+        """Record every step that was running as failed with the stop's reason."""
+        error = ErrorInfo(stop.kind, stop.message)
+        ended = time.time()
+        running = sorted(self._running.items(), key=lambda entry: len(entry[0]))
+        for path, (step, kind, attempt, started) in running:
+            self._step_run(step, path, kind, "failed", attempt, started, ended, error=error)
+        failed_step = running[-1][0] if running else None
+        return self._result("failed", error=error, failed_step=failed_step)
 
     def _result(self, status: str, **fields: Any) -> ResultEvent:
         return ResultEvent(
@@ -187,31 +213,46 @@ class Runner:
         attempt = 1
         while True:
             started = time.time()
+            self._running[path] = (step, kind, attempt, started)
+            self.current.input_size = 0
             try:
                 output, input_size = attempt_once(attempt)
             except (Exception, SystemExit) as exc:
                 ended = time.time()
+                del self._running[path]
+                input_size = getattr(self.current, "input_size", 0)
+                self.current.input_size = 0
                 error = self._error_info(exc)
                 retry = step.retry
                 if retry is not None and attempt < retry.attempts and _retryable(exc):
-                    self._step_run(step, path, kind, "failed", attempt, started, ended, error=error)
+                    self.log(
+                        path,
+                        "warning",
+                        f"attempt {attempt} failed, retrying: {error.type}: {error.message}",
+                    )
+                    self._step_run(
+                        step,
+                        path,
+                        kind,
+                        "failed",
+                        attempt,
+                        started,
+                        ended,
+                        error=error,
+                        input_size=input_size,
+                    )
                     time.sleep(retry.delay_before(attempt + 1))
                     attempt += 1
                     continue
                 continued = step.final_policy == "continue"
                 failed_item = self._record(item) if kind == "iteration" else None
+                if kind != "iteration":  # an iteration's failure repeats its step's
+                    level, suffix = ("warning", "; continuing") if continued else ("error", "")
+                    self.log(path, level, f"failed: {error.type}: {error.message}{suffix}")
                 self._step_run(
-                    step,
-                    path,
-                    kind,
-                    "failed",
-                    attempt,
-                    started,
-                    ended,
-                    error=error,
-                    continued=continued,
-                    item=failed_item,
-                )
+                    step, path, kind, "failed", attempt, started, ended,
+                    error=error, continued=continued, item=failed_item, input_size=input_size,
+                )  # fmt: skip
                 if not continued:
                     raise _StepFailed(getattr(exc, "path", path), error) from None
                 with self._lock:
@@ -219,6 +260,7 @@ class Runner:
                 if kind == "iteration":
                     return _Continued(error, getattr(exc, "path", path))
                 return None
+            del self._running[path]
             if record_success:
                 recorded = self._record(output)
                 self._step_run(
@@ -293,6 +335,7 @@ class Runner:
         if action is None:  # validation rejects this; a definition built by hand may not
             raise ActionError(f"unknown action {step.action!r}", retryable=False)
         values = self._evaluate(step, "inputs", step.inputs, scope, where=f"{path}.inputs")
+        self.current.input_size = input_size = value_size(values)
         prepared = prepare_inputs(action, values, step=path)
         context = ActionContext(
             execution_id=self.execution_id,
@@ -310,7 +353,7 @@ class Runner:
             output = action.function(context, **prepared)
         finally:
             self.current.path = None
-        return output, value_size(values)
+        return output, input_size
 
     def _evaluate(
         self, owner: Any, field: str, value: Any, scope: Mapping[str, Any], where: str = ""
@@ -350,6 +393,7 @@ class Runner:
         except Exception as exc:
             return self._with_policy(step, path, "loop", _raise(exc))
         total = len(items)
+        self._running[path] = (step, "loop", 1, started)
         self._emit(ProgressEvent(path, total, 0, 0))
         results: list[Any] = [None] * total
         errors: list[dict[str, Any]] = []
@@ -374,10 +418,12 @@ class Runner:
         try:
             self._iterate_all(step, total, iterate)
         except _StepFailed as failure:
+            del self._running[path]
             self._step_run(
                 step, path, "loop", "failed", 1, started, time.time(), error=failure.error
             )
             raise
+        del self._running[path]
         errors.sort(key=lambda entry: entry["index"])
         output = {
             "results": results,
@@ -403,9 +449,10 @@ class Runner:
             for index in range(total):
                 iterate(index)
             return
-        with ThreadPoolExecutor(step.concurrency, thread_name_prefix=f"loop-{step.id}") as pool:
-            futures = [pool.submit(iterate, index) for index in range(total)]
-            failure: _StepFailed | None = None
+        pool = ThreadPoolExecutor(step.concurrency, thread_name_prefix=f"loop-{step.id}")
+        futures = [pool.submit(iterate, index) for index in range(total)]
+        failure: _StepFailed | None = None
+        try:
             for future in futures:
                 if future.cancelled():  # skipped after an earlier failure; result() would raise
                     continue
@@ -415,8 +462,13 @@ class Runner:
                     failure = failure or error
                     for pending in futures:
                         pending.cancel()
-            if failure is not None:
-                raise failure
+        except BaseException:
+            # Stopped: leave the running iterations behind, the child exits after reporting.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+        if failure is not None:
+            raise failure
 
     def _iteration(
         self, step: LoopStep, scope: dict[str, Any], path: str, index: int, item: Any

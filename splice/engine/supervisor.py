@@ -162,6 +162,7 @@ class Supervisor:
             log_limit=self.settings.log_limit,
             working_dir=working_dir,
             grants=grants,
+            timeout=self.settings.execution_timeout,
         )
         request = ExecutionRequest(
             execution_id=execution_id,

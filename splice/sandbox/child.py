@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -13,7 +14,7 @@ from typing import Any
 from splice.definition.model import Integration
 from splice.engine import events
 from splice.engine.events import ErrorInfo, ResultEvent
-from splice.engine.runner import Runner, RunSettings
+from splice.engine.runner import Runner, RunSettings, Stopped
 from splice.engine.values import Masker
 from splice.sandbox import spec as execution_spec
 from splice.sandbox.channel import FrameWriter, receive_frame, send_frame
@@ -59,6 +60,7 @@ def run_child(sock: socket.socket, plan: Plan) -> int:
         send_frame(sock, events.encoder.encode(failure))
         return 0
     _enter(spec, private_tmp=plan.available["private-root"])
+    _stop_on_sigterm(spec.timeout)
     writer = FrameWriter(sock)
 
     def emit(event: Any) -> None:
@@ -70,6 +72,20 @@ def run_child(sock: socket.socket, plan: Plan) -> int:
     emit(result)
     writer.close()
     return 0
+
+
+def _stop_on_sigterm(timeout: float) -> None:
+    """Turn the supervisor's SIGTERM at the deadline into Stopped in the main thread."""
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stop once; the supervisor then kills
+        raise Stopped(
+            "ExecutionTimeout",
+            f"the execution ran past its wall-clock limit of {timeout:g} s and was stopped; "
+            "raise the limit with SPLICE_EXECUTION_TIMEOUT or make the flow faster",
+        )
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _enter(spec: execution_spec.ExecutionSpec, *, private_tmp: bool) -> None:

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT = 60.0  # seconds for the template to import what executions need
 EXIT_WAIT = 2.0  # seconds to wait for a child's exit code after its channel closed
 SCRATCH_CHECK_INTERVAL = 0.5  # seconds between checks of an execution's scratch usage
+STOP_GRACE = 2.0  # seconds a child gets to record its running steps after SIGTERM
 
 
 class ForkServerSandbox:
@@ -242,6 +243,7 @@ class ForkedExecution:
         self._deadline = time.monotonic() + request.timeout
         self._timeout = request.timeout
         self._killed: str | None = None
+        self._stop_requested: float | None = None
 
     def kill(self, reason: str) -> None:
         self._killed = reason
@@ -263,6 +265,12 @@ class ForkedExecution:
             self._sock.close()
         if self._killed is not None:
             result = _failure("Cancelled", self._killed)
+        elif result is None and self._stop_requested is not None:
+            result = _failure(
+                "ExecutionTimeout",
+                f"the execution ran past its wall-clock limit of {self._timeout:g} s and was "
+                "stopped; raise the limit with SPLICE_EXECUTION_TIMEOUT or make the flow faster",
+            )
         elif result is None:
             result = _failure("SandboxError", self._describe_exit())
         self._forget(self.pid)
@@ -294,7 +302,15 @@ class ForkedExecution:
                 return failure
 
     def _over_limit(self) -> ResultEvent | None:
-        if time.monotonic() >= self._deadline:
+        now = time.monotonic()
+        if now >= self._deadline and self._stop_requested is None:
+            # Ask the child to record the steps it is running, then stop it for good.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            self._stop_requested = now
+            self._deadline = now + STOP_GRACE
+            return None
+        if now >= self._deadline:
             return _failure(
                 "ExecutionTimeout",
                 f"the execution ran past its wall-clock limit of {self._timeout:g} s and was "
