@@ -60,6 +60,8 @@ class Settings:
     spill_threshold: int = 256 * 1024  # SPLICE_SPILL_THRESHOLD, bytes
     execution_timeout: float = 3600.0  # SPLICE_EXECUTION_TIMEOUT, seconds
     log_limit: int = 10 * 1024 * 1024  # SPLICE_LOG_LIMIT, bytes of log text per execution
+    packages_dir: Path | None = None  # SPLICE_PACKAGES_DIR; DATA_DIR/packages by default
+    pip_args: str = ""  # SPLICE_PIP_ARGS: extra pip options for installing requirements
     sandbox: SandboxSettings = field(default_factory=lambda: SandboxSettings())
 
     @classmethod
@@ -74,6 +76,8 @@ class Settings:
             spill_threshold=_integer(env, "SPLICE_SPILL_THRESHOLD", 256 * 1024, minimum=1024),
             execution_timeout=_seconds(env, "SPLICE_EXECUTION_TIMEOUT", 3600.0),
             log_limit=_integer(env, "SPLICE_LOG_LIMIT", 10 * 1024 * 1024, minimum=1024),
+            packages_dir=Path(env.get("SPLICE_PACKAGES_DIR") or data_dir / "packages"),
+            pip_args=env.get("SPLICE_PIP_ARGS", ""),
             sandbox=SandboxSettings.from_env(env),
         )
 

@@ -254,6 +254,23 @@ class Integration(_Model):
     version: str | None = None
     config: dict[str, ConfigVariable] = Field(default_factory=dict)
     flows: dict[str, Flow] = Field(min_length=1)
+    # Python packages the customer code imports, as pip requirement strings.
+    requirements: list[str] = Field(default_factory=list)
+
+    @field_validator("requirements")
+    @classmethod
+    def _valid_requirements(cls, value: list[str]) -> list[str]:
+        from packaging.requirements import InvalidRequirement, Requirement
+
+        for text in value:
+            try:
+                Requirement(text)
+            except InvalidRequirement as error:
+                raise ValueError(
+                    f"requirement {text!r} is invalid ({error}); write it as pip does, "
+                    "such as 'python-dateutil>=2.8,<3'"
+                ) from None
+        return value
 
     # Where the definition came from, and the customer code files it uses by relative path.
     _source_path: str | None = PrivateAttr(default=None)

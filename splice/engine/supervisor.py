@@ -18,6 +18,7 @@ from splice.engine.events import Event, LogEvent, ResultEvent, StepRunEvent
 from splice.engine.recorder import Recorder
 from splice.engine.values import decode
 from splice.errors import ConfigError
+from splice.packages import ensure_packages
 from splice.sandbox import ExecutionRequest, Sandbox
 from splice.sandbox import spec as execution_spec
 from splice.settings import Settings
@@ -48,6 +49,21 @@ def new_execution_id() -> str:
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
     return str(uuid.UUID(int=value))
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """Everything known about an execution when it is handed to the sandbox."""
+
+    execution_id: str
+    integration: Integration
+    flow: str
+    config: ConfigValues
+    trigger: Mapping[str, Any]
+    scratch: Path
+    working_dir: str | None
+    grants: list[tuple[str, bool]]
+    packages: Path | None
 
 
 def folder_grants(
@@ -118,51 +134,39 @@ class Supervisor:
             }
         )
         grants = folder_grants(integration, config, working_dir)
+        packages = self._packages(integration)
+        if packages is not None:
+            grants.append((str(packages), False))
         scratch = self.settings.scratch_dir / execution_id
         scratch.mkdir(parents=True, mode=0o700)
         try:
-            result = self._run(
-                integration,
-                execution_id,
-                flow,
-                config,
-                trigger,
-                scratch,
-                on_event,
-                working_dir,
-                grants,
-            )
+            launch = _Launch(
+                execution_id, integration, flow, config, trigger, scratch, working_dir, grants,
+                packages,
+            )  # fmt: skip
+            result = self._run(launch, on_event)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return result
 
-    def _run(
-        self,
-        integration: Integration,
-        execution_id: str,
-        flow: str,
-        config: ConfigValues,
-        trigger: Mapping[str, Any],
-        scratch: Any,
-        on_event: Callable[[Event], None] | None,
-        working_dir: str | None,
-        grants: list[tuple[str, bool]],
-    ) -> ExecutionOutcome:
+    def _run(self, launch: _Launch, on_event: Callable[[Event], None] | None) -> ExecutionOutcome:
         started = time.monotonic()
+        execution_id, scratch = launch.execution_id, launch.scratch
         spec = execution_spec.ExecutionSpec(
             execution_id=execution_id,
-            integration=integration.model_dump(mode="json", by_alias=True),
-            sources=dict(integration.sources),
-            flow=flow,
-            config=config.values,
-            trigger=dict(trigger),
-            secrets=config.secrets,
+            integration=launch.integration.model_dump(mode="json", by_alias=True),
+            sources=dict(launch.integration.sources),
+            flow=launch.flow,
+            config=launch.config.values,
+            trigger=dict(launch.trigger),
+            secrets=launch.config.secrets,
             scratch_dir=str(scratch),
             spill_threshold=self.settings.spill_threshold,
             log_limit=self.settings.log_limit,
-            working_dir=working_dir,
-            grants=grants,
+            working_dir=launch.working_dir,
+            grants=launch.grants,
             timeout=self.settings.execution_timeout,
+            packages_dir=str(launch.packages) if launch.packages is not None else None,
         )
         request = ExecutionRequest(
             execution_id=execution_id,
@@ -203,6 +207,18 @@ class Supervisor:
             continued_failures=result.continued_failures,
             step_runs=result.step_runs,
             duration=time.monotonic() - started,
+        )
+
+    def _packages(self, integration: Integration) -> Path | None:
+        """Install the integration's requirements once; return their folder, if any."""
+        if not integration.requirements:
+            return None
+        root = self.settings.packages_dir or self.settings.data_dir / "packages"
+        return ensure_packages(
+            integration.requirements,
+            root=root,
+            pip_args=self.settings.pip_args,
+            source=integration.source_path,
         )
 
     @staticmethod

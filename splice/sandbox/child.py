@@ -18,7 +18,7 @@ from splice.engine.runner import Runner, RunSettings, Stopped
 from splice.engine.values import Masker
 from splice.sandbox import spec as execution_spec
 from splice.sandbox.channel import FrameWriter, receive_frame, send_frame
-from splice.sandbox.confinement import ConfinementError, Plan, confine
+from splice.sandbox.confinement import ConfinementError, Plan, Stage, enter
 
 
 class _PrintCapture(io.TextIOBase):
@@ -47,11 +47,12 @@ class _PrintCapture(io.TextIOBase):
             self._runner.log(getattr(self._runner.current, "path", None), self._level, line)
 
 
-def run_child(sock: socket.socket, plan: Plan) -> int:
+def run_child(sock: socket.socket, plan: Plan, stage: Stage) -> int:
     """Run one execution over ``sock`` and return the process exit code."""
     spec = execution_spec.decoder.decode(receive_frame(sock))
     try:
-        confine(plan, scratch_dir=spec.scratch_dir, grants=[(p, w) for p, w in spec.grants])
+        grants = [(path, writable) for path, writable in spec.grants]
+        enter(plan, stage, scratch_dir=spec.scratch_dir, grants=grants)
     except ConfinementError as error:
         failure = ResultEvent(
             "failed",
@@ -98,6 +99,8 @@ def _enter(spec: execution_spec.ExecutionSpec, *, private_tmp: bool) -> None:
     os.environ.update({"HOME": str(scratch), "TMPDIR": str(tmp), "PATH": "/usr/bin:/bin"})
     os.environ.update(spec.environment)
     tempfile.tempdir = str(tmp)
+    if spec.packages_dir:
+        sys.path.insert(0, spec.packages_dir)  # the integration's requirements come first
 
 
 def _run(spec: execution_spec.ExecutionSpec, emit: Any) -> ResultEvent:

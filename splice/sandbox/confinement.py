@@ -118,7 +118,7 @@ def make_plan(
         mount_point.mkdir(parents=True, exist_ok=True)
     return Plan(
         available=available,
-        readable_paths=_readable_paths(extra_readable),
+        readable_paths=_readable_paths(extra_readable, hidden=scratch_root),
         root_mount_point=str(mount_point),
         sandbox_uid=uid,
         sandbox_gid=uid,
@@ -146,8 +146,12 @@ def _probe_namespaces() -> bool:
     return os.waitstatus_to_exitcode(status) == 0
 
 
-def _readable_paths(extra: Iterable[str]) -> list[str]:
-    """Host paths a child may read: system libraries, the Python installation, Splice."""
+def _readable_paths(extra: Iterable[str], *, hidden: Path) -> list[str]:
+    """Host paths a child may read: system libraries, the Python installation, Splice.
+
+    A path that contains ``hidden`` (the scratch root, inside the data directory) is left
+    out, so that a broad entry of sys.path cannot expose the platform's files.
+    """
     import splice
 
     candidates = [*SYSTEM_PATHS, *ETC_FILES, sys.base_prefix, sys.prefix]
@@ -158,7 +162,8 @@ def _readable_paths(extra: Iterable[str]) -> list[str]:
     for candidate in candidates:
         if os.path.lexists(candidate):
             path = os.path.abspath(candidate)
-            if path not in paths:
+            exposes = str(hidden.resolve()).startswith(path.rstrip(os.sep) + os.sep)
+            if path not in paths and not exposes:
                 paths.append(path)
     # A path inside another one is bound with it; keep only the outermost.
     paths.sort()
@@ -282,21 +287,54 @@ def _write(group: str, name: str, value: str, *, optional: bool = False) -> None
 # -- confinement (in the child) ------------------------------------------------------------
 
 
-def confine(
+@dataclass
+class Stage:
+    """What :func:`prepare` set up before the request: the root to pivot into, the rules."""
+
+    root: str | None = None  # the assembled root, before the pivot
+    ruleset: int | None = None  # a Landlock ruleset with the rules of the shared paths
+
+
+def prepare(plan: Plan) -> Stage:
+    """Do the part of confinement that no execution's details change.
+
+    A spare child runs this while it waits for its execution, so that only binding the
+    scratch folder and grants, the pivot and the drop of privileges remain on the
+    execution's path.
+    """
+    stage = Stage()
+    try:
+        _set_rlimits(plan)
+        if plan.available["private-root"]:
+            linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS)
+            stage.root = _build_shared_root(plan)
+        if plan.available["landlock"]:
+            stage.ruleset = linux.landlock_ruleset(plan.landlock_abi)
+            prefix = stage.root or ""
+            for path, access in _shared_landlock_rules(plan):
+                linux.landlock_allow(stage.ruleset, prefix + path, access, plan.landlock_abi)
+    except OSError as error:
+        raise ConfinementError(f"{error.strerror} ({error.filename or ''})") from error
+    return stage
+
+
+def enter(
     plan: Plan,
+    stage: Stage,
     *,
     scratch_dir: str,
     grants: Iterable[tuple[str, bool]],
     hostname: str = "splice",
 ) -> None:
-    """Confine the calling process; raise ConfinementError when a promised step fails."""
+    """Finish confinement for one execution; raise ConfinementError when a step fails."""
     grants = list(grants)
     try:
-        _set_rlimits(plan)
-        if plan.available["private-root"]:
+        if stage.root is not None:
             os.chown(scratch_dir, plan.sandbox_uid, plan.sandbox_gid)
-            linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS)
-            _build_root(plan, scratch_dir, grants)
+            _bind(scratch_dir, stage.root + scratch_dir, writable=True)
+            for path, writable in grants:
+                _bind(path, stage.root + path, writable=writable)
+            _pivot(stage.root)
             linux.sethostname(hostname)
         os.chdir(scratch_dir)
         if plan.available["unprivileged-user"]:
@@ -305,12 +343,28 @@ def confine(
             os.setresuid(plan.sandbox_uid, plan.sandbox_uid, plan.sandbox_uid)
         if plan.available["no-new-privileges"]:
             linux.set_no_new_privs()
-        if plan.available["landlock"]:
-            linux.landlock_restrict(_landlock_rules(plan, scratch_dir, grants), plan.landlock_abi)
+        if stage.ruleset is not None:
+            full = linux.landlock_handled_access(plan.landlock_abi)
+            linux.landlock_allow(stage.ruleset, scratch_dir, full, plan.landlock_abi)
+            for path, writable in grants:
+                access = full if writable else linux.READ_ACCESS
+                linux.landlock_allow(stage.ruleset, path, access, plan.landlock_abi)
+            linux.landlock_enforce(stage.ruleset)
         if plan.available["seccomp"]:
             linux.load_seccomp_program(plan.seccomp_program)
     except OSError as error:
         raise ConfinementError(f"{error.strerror} ({error.filename or ''})") from error
+
+
+def confine(
+    plan: Plan,
+    *,
+    scratch_dir: str,
+    grants: Iterable[tuple[str, bool]],
+    hostname: str = "splice",
+) -> None:
+    """Confine the calling process in one go: :func:`prepare`, then :func:`enter`."""
+    enter(plan, prepare(plan), scratch_dir=scratch_dir, grants=grants, hostname=hostname)
 
 
 def _set_rlimits(plan: Plan) -> None:
@@ -327,8 +381,8 @@ def _set_rlimits(plan: Plan) -> None:
         resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
 
 
-def _build_root(plan: Plan, scratch_dir: str, grants: list[tuple[str, bool]]) -> None:
-    """Assemble a read-only root from bind mounts, then pivot into it."""
+def _build_shared_root(plan: Plan) -> str:
+    """Assemble the read-only root from bind mounts, without the execution's folders."""
     root = plan.root_mount_point
     linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
     linux.mount("tmpfs", root, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=1m,mode=0755")
@@ -341,12 +395,14 @@ def _build_root(plan: Plan, scratch_dir: str, grants: list[tuple[str, bool]]) ->
     )  # fmt: skip
     for path in plan.readable_paths:
         _bind(path, root + path, writable=False)
-    _bind(scratch_dir, root + scratch_dir, writable=True)
-    for path, writable in grants:
-        _bind(path, root + path, writable=writable)
     _make_dev(root)
     os.makedirs(root + "/proc", exist_ok=True)
     linux.mount("proc", root + "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    return root
+
+
+def _pivot(root: str) -> None:
+    """Make ``root`` the file system root, detach the host's, and make the root read-only."""
     os.makedirs(root + "/.old")
     linux.pivot_root(root, root + "/.old")
     os.chdir("/")
@@ -390,14 +446,11 @@ def _make_dev(root: str) -> None:
         os.symlink(f"/proc/self/fd/{number}", f"{dev}/{name}")
 
 
-def _landlock_rules(
-    plan: Plan, scratch_dir: str, grants: list[tuple[str, bool]]
-) -> list[tuple[str, int]]:
+def _shared_landlock_rules(plan: Plan) -> list[tuple[str, int]]:
+    """Landlock rules for the paths every execution has (as seen from inside the root)."""
     full = linux.landlock_handled_access(plan.landlock_abi)
     device = linux.ACCESS_FS_READ_FILE | linux.ACCESS_FS_WRITE_FILE
     rules = [(path, linux.READ_ACCESS) for path in plan.readable_paths]
-    rules += [(scratch_dir, full), ("/tmp", full), ("/proc", linux.READ_ACCESS)]
-    rules += [("/dev/shm", full)] if os.path.isdir("/dev/shm") else []
+    rules += [("/tmp", full), ("/proc", linux.READ_ACCESS)]
     rules += [(f"/dev/{name}", device) for name in DEVICES]
-    rules += [(path, full if writable else linux.READ_ACCESS) for path, writable in grants]
     return rules

@@ -23,7 +23,7 @@ from splice.engine import events
 from splice.engine.events import ErrorInfo, Event, ResultEvent
 from splice.errors import SandboxError
 from splice.sandbox import ExecutionRequest
-from splice.sandbox.channel import ChannelError, FrameReader, send_frame
+from splice.sandbox.channel import HEADER, ChannelError, FrameReader
 from splice.settings import SandboxSettings, Settings
 
 logger = logging.getLogger(__name__)
@@ -170,6 +170,15 @@ class ForkServerSandbox:
             started: Future[int] = Future()
             self._started[request_id] = started
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Queue as much of the spec as the socket buffer takes before the child exists, so
+        # the child can start on it while the template's reply is on its way back.
+        frame = HEADER.pack(len(request.spec)) + request.spec
+        parent_end.setblocking(False)
+        try:
+            sent = parent_end.send(frame)
+        except BlockingIOError:
+            sent = 0
+        parent_end.setblocking(True)
         assert self._control is not None
         try:
             socket.send_fds(self._control, [request_id.encode()], [child_end.fileno()])
@@ -184,7 +193,8 @@ class ForkServerSandbox:
             ) from None
         with self._lock:
             exit_future = self._exits.setdefault(pid, Future())
-        send_frame(parent_end, request.spec)
+        if sent < len(frame):
+            parent_end.sendall(frame[sent:])
         return ForkedExecution(
             request, pid, parent_end, exit_future, self._forget_exit, self.settings.sandbox
         )
@@ -277,7 +287,7 @@ class ForkedExecution:
         yield result
 
     def _read(self) -> Generator[Event, None, ResultEvent | None]:
-        """Yield events until the child closes its channel; return its result event."""
+        """Yield events until the result event arrives, and return it (None if none came)."""
         reader = FrameReader(self._sock)
         result: ResultEvent | None = None
         while True:
@@ -286,9 +296,8 @@ class ForkedExecution:
                 for frame in reader.frames(check_at):
                     event = events.decoder.decode(frame)
                     if isinstance(event, ResultEvent):
-                        result = event
-                    else:
-                        yield event
+                        return event  # the last event: no need to wait for the child's exit
+                    yield event
                 return result
             except TimeoutError:
                 failure = self._over_limit()

@@ -187,34 +187,49 @@ def landlock_handled_access(abi: int) -> int:
     return handled
 
 
-def landlock_restrict(rules: list[tuple[str, int]], abi: int) -> None:
-    """Allow only ``rules`` (path, access bits) for file system access from now on."""
+def landlock_ruleset(abi: int) -> int:
+    """Create a ruleset that handles every file system right of this ABI; return its fd."""
     handled = landlock_handled_access(abi)
     attributes = struct.pack("QQQ", handled, 0, 0) if abi >= 4 else struct.pack("Q", handled)
     buffer = ctypes.create_string_buffer(attributes, len(attributes))
-    ruleset = _syscall("landlock_create_ruleset", buffer, len(attributes), 0)
+    return _syscall("landlock_create_ruleset", buffer, len(attributes), 0)
+
+
+def landlock_allow(ruleset: int, path: str, access: int, abi: int) -> None:
+    """Allow ``access`` beneath ``path``; a path that does not exist is skipped."""
     try:
-        for path, access in rules:
-            try:
-                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            try:
-                if not os.path.isdir(path):
-                    access &= (
-                        ACCESS_FS_EXECUTE
-                        | ACCESS_FS_WRITE_FILE
-                        | ACCESS_FS_READ_FILE
-                        | (ACCESS_FS_TRUNCATE | ACCESS_FS_IOCTL_DEV)
-                    )
-                rule = struct.pack("=Qi", access & handled, fd)
-                rule_buffer = ctypes.create_string_buffer(rule, len(rule))
-                _syscall("landlock_add_rule", ruleset, LANDLOCK_RULE_PATH_BENEATH, rule_buffer, 0)
-            finally:
-                os.close(fd)
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        if not os.path.isdir(path):
+            access &= (
+                ACCESS_FS_EXECUTE
+                | ACCESS_FS_WRITE_FILE
+                | ACCESS_FS_READ_FILE
+                | (ACCESS_FS_TRUNCATE | ACCESS_FS_IOCTL_DEV)
+            )
+        rule = struct.pack("=Qi", access & landlock_handled_access(abi), fd)
+        rule_buffer = ctypes.create_string_buffer(rule, len(rule))
+        _syscall("landlock_add_rule", ruleset, LANDLOCK_RULE_PATH_BENEATH, rule_buffer, 0)
+    finally:
+        os.close(fd)
+
+
+def landlock_enforce(ruleset: int) -> None:
+    """Restrict the calling thread (and its future children) to the ruleset's rules."""
+    try:
         _syscall("landlock_restrict_self", ruleset, 0)
     finally:
         os.close(ruleset)
+
+
+def landlock_restrict(rules: list[tuple[str, int]], abi: int) -> None:
+    """Allow only ``rules`` (path, access bits) for file system access from now on."""
+    ruleset = landlock_ruleset(abi)
+    for path, access in rules:
+        landlock_allow(ruleset, path, access, abi)
+    landlock_enforce(ruleset)
 
 
 # -- seccomp --------------------------------------------------------------------------------

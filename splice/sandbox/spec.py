@@ -22,6 +22,7 @@ class ExecutionSpec(msgspec.Struct, omit_defaults=True):
     working_dir: str | None = None  # where relative file paths are taken from
     grants: list[tuple[str, bool]] = []  # host folders bound in: (path, writable)
     timeout: float = 0.0  # the wall-clock limit, in seconds, for the stop message
+    packages_dir: str | None = None  # the integration's installed requirements
 
 
 encoder = msgspec.msgpack.Encoder()

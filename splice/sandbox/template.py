@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import select
 import signal
@@ -23,6 +24,7 @@ import msgspec
 from splice.sandbox import confinement, linux
 
 CONTROL_MESSAGE_SIZE = 4096
+logger = logging.getLogger(__name__)
 
 
 def _preload() -> None:
@@ -58,15 +60,21 @@ class Template:
         self.encoder = msgspec.msgpack.Encoder()
         self.cgroups: dict[int, dict[str, str]] = {}
         self.forks = 0
+        self.spare: tuple[int, socket.socket] | None = None  # pid and hand-off socket
         self.wake_read, self.wake_write = os.pipe()
 
     def send(self, message: dict[str, Any]) -> None:
-        self.control.send(self.encoder.encode(message))
+        try:
+            self.control.send(self.encoder.encode(message))
+        except OSError:  # the supervisor is gone: finish the running children and exit
+            self.drain()
+            os._exit(0)
 
     def serve(self) -> None:
         os.set_blocking(self.wake_write, False)
         signal.set_wakeup_fd(self.wake_write)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        self.prepare_spare()
         self.send({"ready": os.getpid(), "active": self.plan.active, "missing": self.plan.missing})
         while True:
             waiting: list[Any] = [self.control, self.wake_read]
@@ -86,29 +94,52 @@ class Template:
                     self.fork(message.decode(), fds[0])
 
     def fork(self, request_id: str, fd: int) -> None:
-        self.forks += 1
-        groups = confinement.create_execution_cgroups(self.plan, f"exec-{self.forks}")
-        if self.plan.available["pid-namespace"]:
-            pid = linux.fork_with_namespaces(linux.CLONE_NEWPID)  # the child is its pid 1
-        else:
-            pid = os.fork()
-        if pid == 0:
-            self.become_child(fd)
-        os.close(fd)
+        """Hand the execution's socket to the spare child, reply, then prepare the next spare."""
+        if self.spare is None:
+            self.prepare_spare()
+        assert self.spare is not None
+        pid, handoff = self.spare
+        self.spare = None
         try:
-            confinement.join_cgroups(groups, pid)
+            socket.send_fds(handoff, [b"run"], [fd])
         except OSError as error:
             os.kill(pid, signal.SIGKILL)
             self.send(
                 {
                     "started": request_id,
                     "pid": pid,
-                    "error": f"could not place the child in its cgroups: {error}",
+                    "error": f"could not hand the execution to its child: {error}",
                 }
             )
         else:
             self.send({"started": request_id, "pid": pid})
+        finally:
+            handoff.close()
+            os.close(fd)
+        self.prepare_spare()
+
+    def prepare_spare(self) -> None:
+        """Fork and half-confine the child that will run the next execution."""
+        self.forks += 1
+        groups = confinement.create_execution_cgroups(self.plan, f"exec-{self.forks}")
+        handoff, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if self.plan.available["pid-namespace"]:
+            pid = linux.fork_with_namespaces(linux.CLONE_NEWPID)  # the child is its pid 1
+        else:
+            pid = os.fork()
+        if pid == 0:
+            handoff.close()
+            self.become_child(child_end)
+        child_end.close()
         self.cgroups[pid] = groups
+        try:
+            confinement.join_cgroups(groups, pid)
+        except OSError as error:
+            logger.warning("could not place child %d in its cgroups: %s", pid, error)
+            os.kill(pid, signal.SIGKILL)
+            handoff.close()
+            return
+        self.spare = (pid, handoff)
 
     def reap(self) -> None:
         while True:
@@ -126,6 +157,9 @@ class Template:
             self.send(message)
 
     def drain(self) -> None:
+        if self.spare is not None:
+            self.spare[1].close()  # the spare child sees the end of its socket and exits
+            self.spare = None
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         while self.cgroups:
             try:
@@ -137,7 +171,7 @@ class Template:
             confinement.remove_cgroups(groups)
         confinement.remove_cgroups(self.plan.cgroups)
 
-    def become_child(self, fd: int) -> None:
+    def become_child(self, handoff: socket.socket) -> None:
         """Turn the forked process into an execution's child; never returns."""
         code = 1
         try:
@@ -145,11 +179,17 @@ class Template:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             self.control.close()
             os.setsid()  # its own process group, so a timeout kills its children too
-            os.closerange(3, fd)
-            os.closerange(fd + 1, 65536)
+            keep = handoff.fileno()
+            os.closerange(3, keep)
+            os.closerange(keep + 1, 65536)
             from splice.sandbox.child import run_child
 
-            code = run_child(socket.socket(fileno=fd), self.plan)
+            stage = confinement.prepare(self.plan)
+            message, fds, _, _ = socket.recv_fds(handoff, CONTROL_MESSAGE_SIZE, 1)
+            handoff.close()
+            if not message or not fds:
+                os._exit(0)  # the template closed: no execution will come
+            code = run_child(socket.socket(fileno=fds[0]), self.plan, stage)
         except BaseException:  # the parent notices the missing result and records the crash
             code = 70
         finally:
