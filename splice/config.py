@@ -278,7 +278,7 @@ def _connection(
     for field_name, (value, source) in fields.items():
         if field_name not in known:
             raise ConfigError(
-                f"a {kind} connection has no field {field_name!r}",
+                f"connection type {kind!r} has no field {field_name!r}",
                 variable=f"{name}.{field_name}",
                 source=source,
                 fix=f"its fields: {', '.join(known)}",

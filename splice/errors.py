@@ -3,6 +3,7 @@
     SpliceError
     ├── DefinitionError        the integration author: the definition is invalid
     ├── ConfigError            the person running it: a config value is missing or invalid
+    ├── UsageError             the person running it: a command-line value is invalid
     ├── ExecutionError         the integration author: the flow failed while running
     │   ├── StepError          one step failed (carries the step path and attempt)
     │   ├── ExpressionError    an ``{{ ... }}`` expression failed to evaluate
@@ -65,6 +66,19 @@ class ConfigError(SpliceError):
         if source:
             text += f" (from {source})"
         text += f": {message}"
+        if fix:
+            text += f"; {fix}"
+        super().__init__(text)
+
+
+class UsageError(SpliceError):
+    """A value given on the command line is invalid, such as an unknown execution id."""
+
+    def __init__(self, message: str, *, option: str, value: str | None, fix: str = "") -> None:
+        self.option = option
+        self.value = value  # None when the option was not given
+        self.fix = fix
+        text = f"{option}: {message}" if value is None else f"{option} {value!r}: {message}"
         if fix:
             text += f"; {fix}"
         super().__init__(text)

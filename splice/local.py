@@ -94,13 +94,13 @@ class LocalRun:
         """Load, configure and run one flow of the integration in ``file``."""
         import os
 
-        from splice.errors import ConfigError
+        from splice.errors import UsageError
 
         integration = self._load(file)
         try:
             flow_name, _ = integration.flow(flow)
         except KeyError as error:
-            raise ConfigError(str(error.args[0]), variable="--flow") from None
+            raise UsageError(str(error.args[0]), option="--flow", value=flow) from None
         config = resolve_config(
             integration,
             assignments=assignments,
@@ -115,7 +115,7 @@ class LocalRun:
                 trigger=trigger or {"type": "manual"},
                 working_dir=os.getcwd(),
             )
-        from splice.cli.render import LiveView, describe_failure, format_duration, timeline_table
+        from splice.cli.render import LiveView, print_run_summary
 
         with LiveView(console, enabled=console.is_terminal) as view:
             outcome = self.supervisor.execute(
@@ -126,33 +126,9 @@ class LocalRun:
                 on_event=view.on_event,
                 working_dir=os.getcwd(),
             )
-        console.print(timeline_table(view.step_events))
-        style = "green" if outcome.status == "succeeded" else "red"
-        console.print(
-            f"[{style}]{outcome.status}[/] in {format_duration(outcome.duration)} · execution "
-            f"{outcome.execution_id} · {outcome.step_runs} step runs · "
-            f"{outcome.continued_failures} continued failures"
+        print_run_summary(
+            console, outcome, view.step_events, self.store.step_runs(outcome.execution_id)
         )
-        if outcome.status != "succeeded":
-            console.print(
-                f"[red]{outcome.failed_step or 'execution'} failed:[/] "
-                f"{outcome.error_type}: {outcome.error_message}",
-                soft_wrap=True,
-            )
-        failures = [
-            run
-            for run in self.store.step_runs(outcome.execution_id)
-            if run.status == "failed" and run.kind in ("iteration", "action")
-        ]
-        if failures:
-            console.print(
-                f"[yellow]{len(failures)} failed step runs[/] "
-                f"(see `splice executions show {outcome.execution_id[:13]}`):"
-            )
-            for run in failures[:10]:
-                console.print(
-                    "  " + describe_failure(run).split("\n")[0], markup=False, soft_wrap=True
-                )
         return outcome
 
 

@@ -1,7 +1,8 @@
 """``splice``: run and validate integrations, inspect executions and their logs.
 
-Exit codes: 0 succeeded, 1 the execution failed, 2 invalid command line,
-3 invalid definition or config value, 4 the store or sandbox is broken.
+Exit codes: 0 succeeded, 1 the execution failed, 2 invalid command line (an unknown
+option, execution id or flow, a missing --input file), 3 invalid definition or config
+value, 4 the store or sandbox is broken.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
-from splice.errors import ConfigError, DefinitionError, OperatorError, SpliceError
+from splice.errors import ConfigError, DefinitionError, OperatorError, SpliceError, UsageError
 
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 1
@@ -24,7 +26,20 @@ EXIT_USAGE = 2
 EXIT_INVALID = 3
 EXIT_OPERATOR = 4
 
-stderr = Console(stderr=True, highlight=False)
+# Width of tables written to a file or a pipe, where Rich would otherwise assume 80 columns
+# and cut ids; COLUMNS, when set, still wins.
+PIPE_WIDTH = 160
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """Return a console for standard output or standard error, wide when it is not a terminal."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, highlight=False, width=PIPE_WIDTH)
+    return console
+
+
+stderr = _console(stderr=True)
 
 RUN_EPILOG = """
 \b
@@ -47,16 +62,18 @@ def _fail(ctx: click.Context, error: BaseException) -> None:
     """Print an error the way the CLI promises (cause, then the traceback with -v) and exit."""
     state = ctx.find_object(_Context)
     verbose = state.verbose if state is not None else 0
-    if isinstance(error, DefinitionError | ConfigError):
+    if isinstance(error, UsageError):
+        code = EXIT_USAGE
+    elif isinstance(error, DefinitionError | ConfigError):
         code = EXIT_INVALID
     elif isinstance(error, OperatorError):
         code = EXIT_OPERATOR
     else:
         code = EXIT_FAILED
-    stderr.print(f"[bold red]error:[/] {error}", markup=True, soft_wrap=True)
+    stderr.print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
     cause = error.__cause__
     while cause is not None:
-        stderr.print(f"  caused by: {type(cause).__name__}: {cause}", soft_wrap=True)
+        stderr.print(f"  caused by: {type(cause).__name__}: {cause}", markup=False, soft_wrap=True)
         cause = cause.__cause__
     if verbose:
         import traceback
@@ -120,8 +137,9 @@ def run(
     """Run a flow of the integration in FILE locally and print its result as JSON.
 
     The result goes to standard output; progress and the step timeline go to standard error.
-    Exit code 0 means the execution succeeded, 1 that it failed, 3 that the definition or a
-    config value is invalid, 4 that the record store or the sandbox is broken.
+    Exit code 0 means the execution succeeded, 1 that it failed, 2 that a command-line value
+    (--flow, --input) is invalid, 3 that the definition or a config value is invalid, 4 that
+    the record store or the sandbox is broken.
     """
     from splice.sandbox.forkserver import ForkServerSandbox
 
@@ -146,9 +164,11 @@ def run(
         return
     finally:
         sandbox.close()
-    from splice.cli.render import to_json
+    from splice.cli.render import failure_line, to_json
 
     click.echo(to_json(outcome.result))
+    if quiet and outcome.status != "succeeded":
+        stderr.print(failure_line(outcome), soft_wrap=True)
     ctx.exit(EXIT_SUCCEEDED if outcome.status == "succeeded" else EXIT_FAILED)
 
 
@@ -160,10 +180,11 @@ def _read_input(input_file: str | None) -> Any:
     else:
         path = Path(input_file)
         if not path.is_file():
-            raise ConfigError(
-                f"input file {input_file!r} not found",
-                variable="--input",
-                fix="give a readable JSON file, or - for standard input",
+            raise UsageError(
+                "file not found",
+                option="--input",
+                value=input_file,
+                fix="give the path of a readable JSON file, or - for standard input",
             )
         text = path.read_text(encoding="utf-8-sig")
     try:
@@ -177,6 +198,7 @@ def _read_input(input_file: str | None) -> Any:
 @click.pass_context
 def validate(ctx: click.Context, file: Path) -> None:
     """Check the integration in FILE without running it (exit code 3 when invalid)."""
+    from splice.cli.render import plural
     from splice.definition import load_integration
 
     try:
@@ -185,9 +207,10 @@ def validate(ctx: click.Context, file: Path) -> None:
         _fail(ctx, error)
         return
     flows = ", ".join(
-        f"{name} ({len(flow.steps)} steps)" for name, flow in integration.flows.items()
+        f"{name} ({plural(len(flow.steps), 'step')})" for name, flow in integration.flows.items()
     )
-    stderr.print(f"[green]valid[/]: {integration.key} {integration.version or ''} — flows: {flows}")
+    title = " ".join(filter(None, [integration.key, integration.version]))
+    stderr.print(f"[green]valid[/]: {escape(title)} — flows: {escape(flows)}")
 
 
 @cli.group()
@@ -226,10 +249,22 @@ def list_executions(
         for record in records:
             click.echo(json.dumps(_execution_json(record), default=str))
         return
-    Console(highlight=False).print(execution_table(records))
+    _console().print(execution_table(records))
+
+
+def _unknown_execution(execution_id: str) -> UsageError:
+    return UsageError(
+        "no execution has this id or id prefix",
+        option="EXECUTION_ID",
+        value=execution_id,
+        fix="list ids with `splice executions list`",
+    )
 
 
 def _execution_json(record: Any) -> dict[str, Any]:
+    """Return the record's fields for --json, timestamps in ISO 8601 with their UTC offset."""
+    from splice.cli.render import utc_iso
+
     fields = (
         "id",
         "integration_key",
@@ -246,7 +281,10 @@ def _execution_json(record: Any) -> dict[str, Any]:
         "step_runs",
         "continued_failures",
     )
-    return {name: getattr(record, name) for name in fields}
+    data = {name: getattr(record, name) for name in fields}
+    for name in ("created_at", "started_at", "ended_at"):
+        data[name] = utc_iso(data[name])
+    return data
 
 
 @executions.command("show")
@@ -255,19 +293,14 @@ def _execution_json(record: Any) -> dict[str, Any]:
 @click.pass_context
 def show_execution(ctx: click.Context, execution_id: str, as_json: bool) -> None:
     """Show one execution: status, timeline of step runs with sizes, and every failure."""
-    from splice.cli.render import describe_failure, failed_runs, format_duration, timeline_table
+    from splice.cli.render import utc_iso
     from splice.local import open_store
 
     try:
         with open_store() as store:
             record = store.get_execution(execution_id)
             if record is None:
-                raise ConfigError(
-                    "no execution with this id (or unique id prefix)",
-                    variable=execution_id,
-                    source="EXECUTION_ID",
-                    fix="list ids with `splice executions list`",
-                )
+                raise _unknown_execution(execution_id)
             runs = store.step_runs(record.id)
     except SpliceError as error:
         _fail(ctx, error)
@@ -295,27 +328,48 @@ def show_execution(ctx: click.Context, execution_id: str, as_json: bool) -> None
             }
             for run in runs
         ]
+        for detail in data["step_runs_detail"]:
+            detail["started_at"] = utc_iso(detail["started_at"])
+            detail["ended_at"] = utc_iso(detail["ended_at"])
         click.echo(json.dumps(data, default=str, indent=2))
         return
-    console = Console(highlight=False)
-    console.print(f"[bold]execution[/] {record.id}")
+    _print_execution(record, runs)
+
+
+def _print_execution(record: Any, runs: list[Any]) -> None:
+    from splice.cli.render import (
+        describe_failure,
+        failed_runs,
+        format_duration,
+        plural,
+        timeline_table,
+        utc_text,
+    )
+
+    console = _console()
+    console.print(f"[bold]execution[/] {escape(record.id)}")
+    title = " ".join(filter(None, [record.integration_key, record.integration_version]))
     console.print(
-        f"  integration {record.integration_key} {record.integration_version or ''}"
-        f" · flow {record.flow} · trigger {record.trigger_type}"
+        f"  integration {title} · flow {record.flow} · trigger {record.trigger_type}",
+        markup=False,
     )
     console.print(
-        f"  status [bold]{record.status}[/] · duration "
-        f"{format_duration(record.duration)} · {record.step_runs} step runs · "
-        f"{record.continued_failures} continued failures"
+        f"  status [bold]{escape(record.status)}[/] · started {utc_text(record.started_at)}"
+        f" · duration {format_duration(record.duration)}"
+        f" · {plural(record.step_runs, 'step run')}"
+        f" · {plural(record.continued_failures, 'continued failure')}"
     )
     if record.error_message:
-        console.print(f"  [red]error[/] {record.error_type}: {record.error_message}", markup=True)
+        console.print(
+            f"  [red]error[/] {escape(f'{record.error_type}: {record.error_message}')}",
+            soft_wrap=True,
+        )
     console.print(timeline_table(runs))
     failures = failed_runs(runs)
     if failures:
         console.print("[bold]failures[/]")
-        for run in failures:
-            console.print("  " + describe_failure(run), markup=False)
+        for failure in failures:
+            console.print("  " + describe_failure(failure), markup=False, soft_wrap=True)
 
 
 @cli.command()
@@ -324,18 +378,14 @@ def show_execution(ctx: click.Context, execution_id: str, as_json: bool) -> None
 @click.pass_context
 def logs(ctx: click.Context, execution_id: str, step: str | None) -> None:
     """Print the log lines of an execution."""
+    from splice.cli.render import utc_text
     from splice.local import open_store
 
     try:
         with open_store() as store:
             record = store.get_execution(execution_id)
             if record is None:
-                raise ConfigError(
-                    "no execution with this id (or unique id prefix)",
-                    variable=execution_id,
-                    source="EXECUTION_ID",
-                    fix="list ids with `splice executions list`",
-                )
+                raise _unknown_execution(execution_id)
             lines = store.logs(record.id)
     except SpliceError as error:
         _fail(ctx, error)
@@ -343,7 +393,7 @@ def logs(ctx: click.Context, execution_id: str, step: str | None) -> None:
     for line in lines:
         if step and not (line["step_path"] or "").startswith(step):
             continue
-        stamp = line["time"].strftime("%H:%M:%S.%f")[:-3]
+        stamp = utc_text(line["time"], fraction=True)
         click.echo(f"{stamp} {line['level']:<7} {line['step_path'] or '-'}: {line['message']}")
 
 

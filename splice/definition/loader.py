@@ -35,7 +35,9 @@ def load_integration(path: str | Path) -> Integration:
         integration = _load_python(path)
         problems, sources = validate_integration(integration, base_dir=path.parent)
         if problems:
-            raise DefinitionError([_locate(p, path, None) for p in problems])
+            # A plain dump has no positions, but it lets each path name its step ids.
+            dump = integration.model_dump(by_alias=True)
+            raise DefinitionError([_locate(p, path, dump) for p in problems])
     else:
         integration, sources = _load_yaml(_read_text(path), path, path.parent)
     integration._source_path = str(path)
@@ -274,8 +276,11 @@ def _locate(problem: Located | Problem, path: Path, document: Any) -> Problem:
 def _position(
     document: Any, loc: Sequence[str | int], *, on_key: bool
 ) -> tuple[int | None, int | None]:
-    """Walk the YAML tree along ``loc`` and return the 1-based position of the deepest node."""
-    if document is None:
+    """Walk the YAML tree along ``loc`` and return the 1-based position of the deepest node.
+
+    Returns no position for a document that is not a parsed YAML tree (a Python definition).
+    """
+    if not isinstance(document, CommentedMap):
         return None, None
     node = document
     line, column = 0, 0
@@ -306,8 +311,9 @@ def _describe(document: Any, loc: Iterable[str | int]) -> str:
             if isinstance(node, dict) and isinstance(node.get("id"), str):
                 text += f" ({node['id']})"
         else:
-            text += ("." if text else "") + ("else" if part == "else_" else str(part))
-            node = node.get(part) if isinstance(node, dict) else None
+            key = "else" if part == "else_" else str(part)
+            text += ("." if text else "") + key
+            node = node.get(key) if isinstance(node, dict) else None
     return text
 
 

@@ -33,6 +33,10 @@ from splice.sdk._component import describe_type, type_matches
 
 Loc = list[str | int]
 
+SYNTAX_FIX = (
+    "check the brackets, quotes and operators of the expression; a filter is written `value | name`"
+)
+
 
 @dataclass
 class Located:
@@ -191,7 +195,12 @@ def _check_action_step(
     if action is None:
         close = difflib.get_close_matches(step.action, action_names(), n=1)
         hint = f"did you mean {close[0]!r}?" if close else "see the component reference"
-        return [Located([*loc, "action"], f"unknown action {step.action!r}", hint)]
+        unknown: list[Located | Problem] = [
+            Located([*loc, "action"], f"unknown action {step.action!r}", hint)
+        ]
+        # The inputs cannot be checked against the action, but their expressions can.
+        unknown.extend(_check_expressions_in(step.inputs, [*loc, "inputs"], scope))
+        return unknown
     problems: list[Located | Problem] = []
     for key, value in step.inputs.items():
         input_loc = [*loc, "inputs", key]
@@ -253,7 +262,7 @@ def _check_expressions_in(value: Any, loc: Loc, scope: _Scope) -> list[Located]:
 def _check_expression(text: str, loc: Loc, scope: _Scope) -> list[Located]:
     error = check_syntax(text)
     if error is not None:
-        return [Located(loc, f"invalid expression {text!r}: {error}", "fix the expression syntax")]
+        return [Located(loc, f"invalid expression {text!r}: {error}", SYNTAX_FIX)]
     try:
         found = references(text)
         assigned = _assigned_names(text)
@@ -337,11 +346,13 @@ def _check_code(
             )
         ]
     if not resolved.is_file():
+        folder = str(base_dir.resolve())
         return [
             Located(
                 [*loc, "inputs", "file"],
-                f"code file {file!r} not found in {str(base_dir)!r}",
-                "check the file name",
+                f"code file {file!r} not found in {folder!r}",
+                f"`file` is relative to the definition's folder {folder!r}; check the name, "
+                "or move the file there",
             )
         ]
     text = resolved.read_text(encoding="utf-8-sig")

@@ -42,6 +42,12 @@ flows:
       - id: divide
         action: code.run
         inputs: {file: steps.py, function: divide}
+  brackets:
+    trigger: {type: manual}
+    steps:
+      - id: raise_brackets
+        action: code.run
+        inputs: {file: steps.py, function: raise_brackets}
 """
 STEPS = """\
 def echo(context, *, body):
@@ -50,7 +56,12 @@ def echo(context, *, body):
 
 def divide(context):
     return 1 / 0
+
+
+def raise_brackets(context):
+    raise ValueError("customer bug with secret [secret]")
 """
+BRACKETS_ERROR = "raise_brackets failed: ValueError: customer bug with secret [secret]"
 
 
 @dataclass
@@ -303,10 +314,88 @@ def test_executions_show(splice, server, tmp_path):
 
 
 def test_executions_show_unknown(splice):
-    """An unknown execution id exits 3 and says how to list ids."""
+    """An unknown execution id exits 2 and tells how to list ids."""
     shown = splice("executions", "show", "0000000000")
-    assert shown.returncode == 3
+    assert shown.returncode == 2
     assert "splice executions list" in shown.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        (("executions", "show", "nonexistent"), "error: EXECUTION_ID 'nonexistent': no execution"),
+        (("logs", "nonexistent"), "error: EXECUTION_ID 'nonexistent': no execution"),
+        (("run", "{definition}", "--flow", "nope"), "error: --flow 'nope': integration 'simple'"),
+        (("run", "{definition}"), "error: --flow: integration 'simple' has flows"),
+        (
+            ("run", "{definition}", "--flow", "main", "--input", "/nonexistent"),
+            "error: --input '/nonexistent': file not found",
+        ),
+    ],
+)
+def test_invalid_command_line_value(splice, tmp_path, arguments, expected):
+    """An unknown execution id, flow or --input file exits 2 and names the option."""
+    definition = str(write_simple(tmp_path))
+    completed = splice(*(argument.format(definition=definition) for argument in arguments))
+    assert completed.returncode == 2, completed.stderr
+    assert expected in completed.stderr
+    assert "config variable" not in completed.stderr
+
+
+def test_quiet_failure_line(splice, tmp_path):
+    """run -q still prints the failed step and its error on stderr, brackets included."""
+    completed = splice(
+        "run", "-q", str(write_simple(tmp_path)), "--flow", "brackets", "--config", "greeting=hi"
+    )
+    assert completed.returncode == 1
+    assert completed.stdout.strip() == "null"
+    assert completed.stderr.strip() == BRACKETS_ERROR
+
+
+def test_show_keeps_brackets(splice, tmp_path):
+    """executions show prints an error message with [brackets] as it is."""
+    splice("run", str(write_simple(tmp_path)), "--flow", "brackets", "--config", "greeting=hi")
+    shown = splice("executions", "show", last_execution(splice)["id"])
+    assert shown.returncode == 0, shown.stderr
+    assert "error ValueError: customer bug with secret [secret]\n" in shown.stdout
+
+
+def test_timestamps_in_utc(splice, tmp_path):
+    """Tables print times with a Z, and --json gives ISO 8601 with the +00:00 offset."""
+    splice("run", str(write_simple(tmp_path)), "--flow", "main", "--config", "greeting=hi")
+    execution = last_execution(splice)
+    assert execution["started_at"].endswith("+00:00")
+    table = splice("executions", "list")
+    started = execution["started_at"][:19].replace("T", " ") + "Z"
+    assert started in table.stdout
+    logs = splice("logs", execution["id"])
+    assert logs.returncode == 0, logs.stderr
+    assert all(line[23] == "Z" for line in logs.stdout.splitlines())
+
+
+def test_list_piped_keeps_ids(splice, tmp_path, data_dir):
+    """executions list written to a pipe with no COLUMNS prints whole ids."""
+    splice("run", str(write_simple(tmp_path)), "--flow", "main", "--config", "greeting=hi")
+    execution = last_execution(splice)
+    environment = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    environment["SPLICE_DATA_DIR"] = str(data_dir)
+    table = subprocess.run(
+        [str(SPLICE), "executions", "list"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=COMMAND_TIMEOUT,
+    )
+    assert table.returncode == 0, table.stderr
+    assert execution["id"] in table.stdout
+
+
+def test_validate_wording(splice, tmp_path):
+    """validate names the key once, with no version, and counts steps in the singular."""
+    completed = splice("validate", str(write_simple(tmp_path)))
+    assert completed.returncode == 0, completed.stderr
+    expected = "valid: simple — flows: main (1 step), broken (1 step), brackets (1 step)"
+    assert expected == completed.stderr.strip()
 
 
 def test_logs(splice, server):

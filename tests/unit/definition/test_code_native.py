@@ -130,8 +130,29 @@ def test_python_semantic_error(write_integration):
         load_integration(path)
     paths = [(p.path, p.message, p.fix) for p in raised.value.problems]
     assert paths == [
-        ("flows.manual.steps[0].action", "unknown action 'log.wirte'", "did you mean 'log.write'?")
+        (
+            "flows.manual.steps[0] (hello).action",
+            "unknown action 'log.wirte'",
+            "did you mean 'log.write'?",
+        )
     ]
+
+
+def test_python_error_in_else(write_integration):
+    """A problem inside a branch's else names every step id on its path and has no line."""
+    source = PYTHON_DEFINITION.replace(
+        'ActionStep(id="note", action="log.write"',
+        'ActionStep(id="note", action="log.wirte"',
+    )
+    assert source != PYTHON_DEFINITION
+    path = write_integration(source, {"summarize.py": SUMMARIZE}, name="integration.py")
+    with pytest.raises(DefinitionError) as raised:
+        load_integration(path)
+    problem = raised.value.problems[0]
+    expected_path = "flows.sync.steps[1] (each).steps[0] (check).else[0] (note).action"
+    assert expected_path == problem.path
+    assert (None, None) == (problem.line, problem.column)
+    assert str(path) == problem.file
 
 
 def test_python_model_error(write_integration):

@@ -135,6 +135,22 @@ def test_unknown_action_suggests(write_integration):
     assert problem.fix == "did you mean 'log.write'?"
 
 
+def test_unknown_action_checks_inputs(write_integration):
+    """The input expressions of a step with an unknown action are still checked."""
+    problems = problems_of(
+        write_integration,
+        HEADER
+        + "      - id: a\n        action: log.wirte\n"
+        + '        inputs: {message: "{{ steps.nope }}"}\n',
+    )
+    messages = [p.message for p in problems]
+    assert messages == [
+        "unknown action 'log.wirte'",
+        "expression '{{ steps.nope }}': no step 'nope'",
+    ]
+    assert problems[1].path == "flows.main.steps[0] (a).inputs.message"
+
+
 def test_unknown_input(write_integration):
     """An input the action does not declare points at its key and lists the known inputs."""
     problem = only_problem(
@@ -320,7 +336,7 @@ def test_invalid_expression_syntax(write_integration):
     assert problem.message == "invalid expression '{{ steps. }}': expected name or number"
     assert (problem.line, problem.column) == (9, 27)
     assert problem.path == "flows.main.steps[0] (a).inputs.message"
-    assert problem.fix == "fix the expression syntax"
+    assert problem.fix.startswith("check the brackets, quotes and operators of the expression")
 
 
 CODE_STEP = "      - id: a\n        action: code.run\n        inputs: {{file: {file}}}\n"
@@ -332,7 +348,9 @@ def test_code_file_missing(write_integration):
     assert problem.message.startswith("code file 'nope.py' not found in ")
     assert (problem.line, problem.column) == (9, 24)
     assert problem.path == "flows.main.steps[0] (a).inputs.file"
-    assert problem.fix == "check the file name"
+    assert problem.file is not None
+    folder = str(Path(problem.file).parent.resolve())
+    assert problem.fix.startswith(f"`file` is relative to the definition's folder {folder!r}")
 
 
 def test_code_file_outside_folder(write_integration, tmp_path):
