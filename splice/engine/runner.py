@@ -262,7 +262,15 @@ class Runner:
                 return None
             del self._running[path]
             if record_success:
-                recorded = self._record(output)
+                try:
+                    recorded = self._record(output)
+                except UnrecordableValue as exc:
+                    error = ErrorInfo(type(exc).__name__, self.masker.text(str(exc)))
+                    self._step_run(
+                        step, path, kind, "failed", attempt, started, time.time(),
+                        error=error, input_size=input_size,
+                    )  # fmt: skip
+                    raise _StepFailed(path, error) from None
                 self._step_run(
                     step,
                     path,

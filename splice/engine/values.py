@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import errno
 import os
 import uuid
 from collections.abc import Iterable, Mapping
@@ -164,6 +165,19 @@ def record_value(value: Any, *, masker: Masker, threshold: int, scratch_dir: Pat
 def _spill(data: bytes | bytearray | memoryview, encoding: str, scratch_dir: Path) -> Recorded:
     name = f"value-{uuid.uuid4().hex}"
     path = scratch_dir / name
-    with open(path, "wb") as file:
-        file.write(data)
+    try:
+        with open(path, "wb") as file:
+            file.write(data)
+    except OSError as error:
+        # A partial file must never be handed on as the value, so it goes.
+        path.unlink(missing_ok=True)
+        hint = (
+            "raise SPLICE_SANDBOX_FILE_SIZE"
+            if error.errno == errno.EFBIG
+            else "free space for the scratch directory"
+        )
+        raise UnrecordableValue(
+            f"a value of {len(data)} bytes could not be written to the scratch directory "
+            f"({error.strerror}); {hint}, or return a smaller value"
+        ) from None
     return Recorded(encoding, os.path.getsize(path), file=name)

@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,10 @@ from splice.engine.runner import Runner, RunSettings, Stopped
 from splice.engine.values import Masker
 from splice.sandbox import spec as execution_spec
 from splice.sandbox.channel import FrameWriter, receive_frame, send_frame
+
 from splice.sandbox.confinement import ConfinementError, Plan, Stage, enter
+
+STOP_FRAME = b"stop"  # what the supervisor sends before its SIGTERM at the deadline
 
 
 class _PrintCapture(io.TextIOBase):
@@ -47,6 +51,50 @@ class _PrintCapture(io.TextIOBase):
             self._runner.log(getattr(self._runner.current, "path", None), self._level, line)
 
 
+class _DescriptorCapture:
+    """Sends what is written to file descriptors 1 and 2 (subprocesses, C code) to the log.
+
+    Without it the child would write to the supervisor's own output, past the log limit.
+    """
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+        read, write = os.pipe()
+        os.dup2(write, 1)
+        os.dup2(write, 2)
+        os.close(write)
+        self._read = read
+        self._thread = threading.Thread(target=self._pump, name="output", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        pending = b""
+        while True:
+            chunk = os.read(self._read, self.CHUNK)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            if len(pending) > self.CHUNK:  # a long line without a newline: log it in pieces
+                lines.append(pending)
+                pending = b""
+            for line in lines:
+                self._runner.log(None, "info", line.decode("utf-8", "replace"))
+        if pending:
+            self._runner.log(None, "info", pending.decode("utf-8", "replace"))
+
+    def close(self) -> None:
+        """Stop capturing and wait briefly for the lines already written."""
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.close(null)
+        # A process the code started may still hold the pipe open; do not wait for it.
+        self._thread.join(timeout=0.2)
+
+
 def run_child(sock: socket.socket, plan: Plan, stage: Stage) -> int:
     """Run one execution over ``sock`` and return the process exit code."""
     spec = execution_spec.decoder.decode(receive_frame(sock))
@@ -61,7 +109,7 @@ def run_child(sock: socket.socket, plan: Plan, stage: Stage) -> int:
         send_frame(sock, events.encoder.encode(failure))
         return 0
     _enter(spec, private_tmp=plan.available["private-root"])
-    _stop_on_sigterm(spec.timeout)
+    _stop_on_sigterm(spec.timeout, sock)
     writer = FrameWriter(sock)
 
     def emit(event: Any) -> None:
@@ -75,10 +123,19 @@ def run_child(sock: socket.socket, plan: Plan, stage: Stage) -> int:
     return 0
 
 
-def _stop_on_sigterm(timeout: float) -> None:
-    """Turn the supervisor's SIGTERM at the deadline into Stopped in the main thread."""
+def _stop_on_sigterm(timeout: float, sock: socket.socket) -> None:
+    """Turn the supervisor's SIGTERM at the deadline into Stopped in the main thread.
+
+    A SIGTERM that customer code sends to itself finds no stop frame and is ignored.
+    """
 
     def stop(signum: int, frame: object) -> None:
+        try:
+            request = sock.recv(64, socket.MSG_DONTWAIT)
+        except OSError:
+            request = b""
+        if not request.endswith(STOP_FRAME):
+            return
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stop once; the supervisor then kills
         raise Stopped(
             "ExecutionTimeout",
@@ -126,9 +183,11 @@ def _run(spec: execution_spec.ExecutionSpec, emit: Any) -> ResultEvent:
     stdout, stderr = sys.stdout, sys.stderr
     sys.stdout = _PrintCapture(runner, "info")
     sys.stderr = _PrintCapture(runner, "warning")
+    descriptors = _DescriptorCapture(runner)
     try:
         return runner.run()
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         sys.stdout, sys.stderr = stdout, stderr
+        descriptors.close()

@@ -181,6 +181,7 @@ def _prepare_cgroups() -> dict[str, str]:
         base = _controller_path(controller)
         if base is None:
             continue
+        _remove_stale_cgroups(Path(base))
         group = Path(base) / f"splice-{os.getpid()}"
         try:
             group.mkdir(exist_ok=True)
@@ -188,6 +189,17 @@ def _prepare_cgroups() -> dict[str, str]:
             continue
         found[controller] = str(group)
     return found
+
+
+def _remove_stale_cgroups(base: Path) -> None:
+    """Remove the empty cgroups of templates that died without cleaning up after them."""
+    for group in base.glob("splice-*"):
+        owner = group.name.removeprefix("splice-")
+        if not owner.isdigit() or os.path.exists(f"/proc/{owner}"):
+            continue
+        executions = [entry for entry in group.iterdir() if entry.name.startswith("exec-")]
+        remove_cgroups({entry.name: str(entry) for entry in executions})
+        remove_cgroups({"template": str(group)})
 
 
 def _controller_path(controller: str) -> str | None:
@@ -451,6 +463,8 @@ def _shared_landlock_rules(plan: Plan) -> list[tuple[str, int]]:
     full = linux.landlock_handled_access(plan.landlock_abi)
     device = linux.ACCESS_FS_READ_FILE | linux.ACCESS_FS_WRITE_FILE
     rules = [(path, linux.READ_ACCESS) for path in plan.readable_paths]
-    rules += [("/tmp", full), ("/proc", linux.READ_ACCESS)]
+    rules += [("/proc", linux.READ_ACCESS)]
+    if plan.available["private-root"]:
+        rules.append(("/tmp", full))  # the child's private tmpfs, not the host's /tmp
     rules += [(f"/dev/{name}", device) for name in DEVICES]
     return rules

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT = 60.0  # seconds for the template to import what executions need
 EXIT_WAIT = 2.0  # seconds to wait for a child's exit code after its channel closed
 SCRATCH_CHECK_INTERVAL = 0.5  # seconds between checks of an execution's scratch usage
+STOP_FRAME = b"stop"  # sent to the child before SIGTERM at the deadline
 STOP_GRACE = 2.0  # seconds a child gets to record its running steps after SIGTERM
 
 
@@ -46,6 +47,7 @@ class ForkServerSandbox:
         self._started: dict[str, Future[int]] = {}
         self._exits: dict[int, Future[tuple[int, str | None]]] = {}
         self._process: subprocess.Popen[bytes] | None = None
+        self._retired: list[subprocess.Popen[bytes]] = []  # replaced templates, still exiting
         self._control: socket.socket | None = None
         self._ready = False
         # The template imports in its own process while this one goes on; the first
@@ -71,6 +73,9 @@ class ForkServerSandbox:
         }
         self.settings.scratch_dir.mkdir(parents=True, exist_ok=True)
         self._forks = 0
+        # Each template gets its own table of pending requests: the dispatch thread of a
+        # replaced template fails only the requests that template was sent.
+        self._started = {}
         self._process = subprocess.Popen(
             [
                 sys.executable,
@@ -119,10 +124,12 @@ class ForkServerSandbox:
             ", ".join(ready["missing"]) or "none",
         )
         self._ready = True
-        threading.Thread(target=self._dispatch, args=(parent_end,), daemon=True).start()
+        threading.Thread(
+            target=self._dispatch, args=(parent_end, self._started), daemon=True
+        ).start()
         logger.debug("sandbox template started", extra={"pid": self._process.pid})
 
-    def _dispatch(self, control: socket.socket) -> None:
+    def _dispatch(self, control: socket.socket, started: dict[str, Future[int]]) -> None:
         """Route the template's messages to whoever waits for them, until it closes."""
         while True:
             try:
@@ -134,7 +141,7 @@ class ForkServerSandbox:
             message = msgspec.msgpack.decode(data)
             with self._lock:
                 if "started" in message:
-                    future = self._started.pop(message["started"], None)
+                    future = started.pop(message["started"], None)
                     if future is None:
                         continue
                     if "error" in message:
@@ -145,9 +152,9 @@ class ForkServerSandbox:
                     exit_future = self._exits.setdefault(message["exited"], Future())
                     exit_future.set_result((message["code"], message.get("reason")))
         with self._lock:
-            for future in self._started.values():
+            for future in started.values():
                 future.set_exception(SandboxError("the sandbox template process exited"))
-            self._started.clear()
+            started.clear()
 
     def _alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -163,6 +170,7 @@ class ForkServerSandbox:
                 logger.info("sandbox template reached %d forks; replacing it", self._forks)
                 self._retire_template()
                 self._spawn_template()
+            self._retired = [process for process in self._retired if process.poll() is None]
             if not self._ready:
                 self._await_ready()
             request_id = str(next(self._ids))
@@ -206,6 +214,9 @@ class ForkServerSandbox:
                 self._control.shutdown(socket.SHUT_RDWR)
             self._control.close()
         self._control = None
+        if self._process is not None:
+            self._retired.append(self._process)
+        self._process = None
 
     def _forget_exit(self, pid: int) -> None:
         with self._lock:
@@ -222,13 +233,15 @@ class ForkServerSandbox:
                 self._control.shutdown(socket.SHUT_RDWR)
             self._control.close()
             self._control = None
-        if self._process is not None:
+        processes = [*self._retired, *([self._process] if self._process else [])]
+        for process in processes:
             try:
-                self._process.wait(timeout=5)
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
+                process.kill()
+                process.wait()
+        self._retired = []
+        self._process = None
 
 
 class ForkedExecution:
@@ -283,6 +296,10 @@ class ForkedExecution:
             )
         elif result is None:
             result = _failure("SandboxError", self._describe_exit())
+        else:
+            # Measured once more at the end: an execution shorter than the check interval
+            # is never measured while it runs.
+            result = self._scratch_failure() or result
         self._forget(self.pid)
         yield result
 
@@ -313,7 +330,10 @@ class ForkedExecution:
     def _over_limit(self) -> ResultEvent | None:
         now = time.monotonic()
         if now >= self._deadline and self._stop_requested is None:
-            # Ask the child to record the steps it is running, then stop it for good.
+            # Ask the child to record the steps it is running, then stop it for good. The
+            # frame tells the child's handler that the signal came from here.
+            with contextlib.suppress(OSError):
+                self._sock.sendall(HEADER.pack(len(STOP_FRAME)) + STOP_FRAME)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGTERM)
             self._stop_requested = now
@@ -325,13 +345,16 @@ class ForkedExecution:
                 f"the execution ran past its wall-clock limit of {self._timeout:g} s and was "
                 "stopped; raise the limit with SPLICE_EXECUTION_TIMEOUT or make the flow faster",
             )
+        return self._scratch_failure()
+
+    def _scratch_failure(self) -> ResultEvent | None:
         used = _disk_usage(self._scratch_dir)
         limit = self._limits.scratch_size
         if used > limit:
             return _failure(
                 "ScratchLimitExceeded",
                 f"the execution's scratch files reached {used} bytes, over the limit of "
-                f"{limit} bytes, and it was stopped; raise SPLICE_SANDBOX_SCRATCH_SIZE or "
+                f"{limit} bytes; raise SPLICE_SANDBOX_SCRATCH_SIZE or "
                 "write less to the scratch directory and /tmp",
             )
         return None
