@@ -19,7 +19,6 @@ from splice.engine.runner import Runner, RunSettings, Stopped
 from splice.engine.values import Masker
 from splice.sandbox import spec as execution_spec
 from splice.sandbox.channel import FrameWriter, receive_frame, send_frame
-
 from splice.sandbox.confinement import ConfinementError, Plan, Stage, enter
 
 STOP_FRAME = b"stop"  # what the supervisor sends before its SIGTERM at the deadline
