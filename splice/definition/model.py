@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -260,8 +261,6 @@ class Integration(_Model):
     @field_validator("requirements")
     @classmethod
     def _valid_requirements(cls, value: list[str]) -> list[str]:
-        from packaging.requirements import InvalidRequirement, Requirement
-
         for text in value:
             try:
                 Requirement(text)

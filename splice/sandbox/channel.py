@@ -6,11 +6,16 @@ never waits for the parent; the parent treats every frame as untrusted input.
 
 from __future__ import annotations
 
+import array
+import fcntl
+import os
+import select
 import socket
 import struct
+import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 64 * 1024 * 1024  # large values travel as files, never as one frame
@@ -21,17 +26,34 @@ class ChannelError(Exception):
 
 
 class FrameWriter:
-    """Buffers frames and writes them in batches; safe to call from several threads."""
+    """Buffers frames and writes them in batches; safe to call from several threads.
 
-    def __init__(self, sock: socket.socket, *, flush_after: float = 0.02, batch: int = 256 * 1024):
+    One background thread flushes the buffer every ``flush_after`` seconds. It can also
+    read a second descriptor (``watch``) and hand what arrives to ``on_data``, so that the
+    child needs no second thread for capturing its output.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        flush_after: float = 0.02,
+        batch: int = 256 * 1024,
+        watch: int | None = None,
+        on_data: Callable[[bytes], None] | None = None,
+    ):
         self._sock = sock
         self._buffer = bytearray()
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._flush_after = flush_after
         self._batch = batch
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._flush_loop, name="frames", daemon=True)
+        self._watch = watch
+        self._on_data = on_data
+        self._watch_lock = threading.Lock()
+        self._closed = False
+        self._wake_read, self._wake_write = os.pipe()
+        self._thread = threading.Thread(target=self._loop, name="frames", daemon=True)
         self._thread.start()
 
     def send(self, payload: bytes) -> None:
@@ -51,17 +73,51 @@ class FrameWriter:
             if data:
                 self._sock.sendall(data)
 
+    def drain_watched(self, timeout: float) -> None:
+        """Wait until everything written to the watched descriptor so far is handled.
+
+        Gives up after ``timeout`` seconds, when a writer keeps writing.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._watch_lock:
+                if self._watch is None or _pending_bytes(self._watch) == 0:
+                    return
+            time.sleep(0.001)
+
     def close(self) -> None:
-        self._closed.set()
-        self._thread.join()
+        """Send what is buffered and stop the thread; the process is about to exit."""
+        self._closed = True
+        os.write(self._wake_write, b"x")
         self.flush()
 
-    def _flush_loop(self) -> None:
-        while not self._closed.wait(self._flush_after):
+    def _loop(self) -> None:
+        while not self._closed:
+            watched = [self._wake_read] + ([] if self._watch is None else [self._watch])
+            ready, _, _ = select.select(watched, [], [], self._flush_after)
+            if self._watch is not None and self._watch in ready:
+                self._read_watched()
             try:
                 self.flush()
             except OSError:
                 return
+
+    def _read_watched(self) -> None:
+        with self._watch_lock:
+            assert self._watch is not None
+            data = os.read(self._watch, 64 * 1024)
+            if data and self._on_data is not None:
+                self._on_data(data)
+            if not data:
+                os.close(self._watch)
+                self._watch = None
+
+
+def _pending_bytes(fd: int) -> int:
+    """Bytes waiting to be read from a pipe."""
+    buffer = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, buffer)
+    return buffer[0]
 
 
 def send_frame(sock: socket.socket, payload: bytes) -> None:

@@ -8,7 +8,6 @@ import signal
 import socket
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from splice.sandbox.channel import FrameWriter, receive_frame, send_frame
 from splice.sandbox.confinement import ConfinementError, Plan, Stage, enter
 
 STOP_FRAME = b"stop"  # what the supervisor sends before its SIGTERM at the deadline
+OUTPUT_DRAIN_WAIT = 0.2  # seconds to wait for the last output of descriptors 1 and 2
 
 
 class _PrintCapture(io.TextIOBase):
@@ -50,48 +50,84 @@ class _PrintCapture(io.TextIOBase):
             self._runner.log(getattr(self._runner.current, "path", None), self._level, line)
 
 
-class _DescriptorCapture:
-    """Sends what is written to file descriptors 1 and 2 (subprocesses, C code) to the log.
+class _OutputLog:
+    """Turns what is written to file descriptors 1 and 2 (subprocesses, C code) into log lines.
 
     Without it the child would write to the supervisor's own output, past the log limit.
+    The frame writer's thread reads the pipe and feeds it here.
     """
 
     CHUNK = 64 * 1024
 
-    def __init__(self, runner: Runner) -> None:
-        self._runner = runner
+    def __init__(self) -> None:
+        self.runner: Runner | None = None
+        self._pending = b""
         read, write = os.pipe()
         os.dup2(write, 1)
         os.dup2(write, 2)
         os.close(write)
-        self._read = read
-        self._thread = threading.Thread(target=self._pump, name="output", daemon=True)
-        self._thread.start()
+        self.read_fd = read
 
-    def _pump(self) -> None:
-        pending = b""
-        while True:
-            chunk = os.read(self._read, self.CHUNK)
-            if not chunk:
-                break
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            if len(pending) > self.CHUNK:  # a long line without a newline: log it in pieces
-                lines.append(pending)
-                pending = b""
-            for line in lines:
-                self._runner.log(None, "info", line.decode("utf-8", "replace"))
-        if pending:
-            self._runner.log(None, "info", pending.decode("utf-8", "replace"))
+    def feed(self, data: bytes) -> None:
+        self._pending += data
+        *lines, self._pending = self._pending.split(b"\n")
+        if len(self._pending) > self.CHUNK:  # a long line without a newline: log it in pieces
+            lines.append(self._pending)
+            self._pending = b""
+        for line in lines:
+            self._log(line)
 
-    def close(self) -> None:
-        """Stop capturing and wait briefly for the lines already written."""
+    def release(self) -> None:
+        """Point descriptors 1 and 2 at /dev/null, so the pipe reaches its end."""
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 1)
         os.dup2(null, 2)
         os.close(null)
-        # A process the code started may still hold the pipe open; do not wait for it.
-        self._thread.join(timeout=0.2)
+
+    def finish(self) -> None:
+        if self._pending:
+            self._log(self._pending)
+            self._pending = b""
+
+    def _log(self, line: bytes) -> None:
+        if self.runner is not None:
+            self.runner.log(None, "info", line.decode("utf-8", "replace"))
+
+
+WARM_UP = {
+    "key": "warm-up",
+    "name": "Warm-up",
+    "flows": {
+        "main": {
+            "trigger": {"type": "manual"},
+            "steps": [
+                {"id": "code", "action": "code.run",
+                 "inputs": {"source": "def run(context, *, value):\n    return value\n",
+                            "args": {"value": "{{ config.value }}"}}},
+                {"id": "render", "action": "json.render", "inputs": {"value": "{{ steps.code }}"}},
+            ],
+        }
+    },
+}  # fmt: skip
+
+
+def warm_up(scratch_dir: Path) -> None:
+    """Run a small flow in this process, so its first real execution runs on warm pages.
+
+    A spare child does this while it waits: the pages of the interpreter that every
+    execution touches are copied from the template now, instead of on the request's path.
+    """
+    integration = Integration.model_validate(WARM_UP)
+
+    def encode(event: Any) -> None:
+        events.encoder.encode(event)
+
+    runner = Runner(
+        integration=integration, flow="main", execution_id="warm-up", config={"value": 1},
+        trigger={}, emit=encode, scratch_dir=scratch_dir,
+        masker=Masker([]),
+    )  # fmt: skip
+    runner.run()
 
 
 def run_child(sock: socket.socket, plan: Plan, stage: Stage) -> int:
@@ -109,14 +145,19 @@ def run_child(sock: socket.socket, plan: Plan, stage: Stage) -> int:
         return 0
     _enter(spec, private_tmp=plan.available["private-root"])
     _stop_on_sigterm(spec.timeout, sock)
-    writer = FrameWriter(sock)
+    output = _OutputLog()
+    writer = FrameWriter(sock, watch=output.read_fd, on_data=output.feed)
 
     def emit(event: Any) -> None:
         writer.send(events.encoder.encode(event))
 
-    result = _run(spec, emit)
+    result = _run(spec, emit, output)
     sys.stdout.flush()
     sys.stderr.flush()
+    output.release()
+    # A process the code started may still hold the pipe open; do not wait for it long.
+    writer.drain_watched(OUTPUT_DRAIN_WAIT)
+    output.finish()
     emit(result)
     writer.close()
     return 0
@@ -159,7 +200,7 @@ def _enter(spec: execution_spec.ExecutionSpec, *, private_tmp: bool) -> None:
         sys.path.insert(0, spec.packages_dir)  # the integration's requirements come first
 
 
-def _run(spec: execution_spec.ExecutionSpec, emit: Any) -> ResultEvent:
+def _run(spec: execution_spec.ExecutionSpec, emit: Any, output: _OutputLog) -> ResultEvent:
     try:
         integration = Integration.model_validate(spec.integration)
         integration._sources = dict(spec.sources)
@@ -182,11 +223,10 @@ def _run(spec: execution_spec.ExecutionSpec, emit: Any) -> ResultEvent:
     stdout, stderr = sys.stdout, sys.stderr
     sys.stdout = _PrintCapture(runner, "info")
     sys.stderr = _PrintCapture(runner, "warning")
-    descriptors = _DescriptorCapture(runner)
+    output.runner = runner
     try:
         return runner.run()
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         sys.stdout, sys.stderr = stdout, stderr
-        descriptors.close()

@@ -21,9 +21,42 @@ from typing import Any
 
 import msgspec
 
+from splice.definition.model import Integration
 from splice.sandbox import confinement, linux
 
 CONTROL_MESSAGE_SIZE = 4096
+WARM_INTEGRATION = {
+    "key": "warm",
+    "name": "Warm",
+    "requirements": ["warm>=1"],
+    "config": {"c": {"type": "connection", "connection": "api_key", "grant": None}},
+    "flows": {
+        "f": {
+            "trigger": {"type": "manual"},
+            "steps": [
+                {
+                    "id": "a",
+                    "action": "log.write",
+                    "inputs": {"message": "{{ config.c }}"},
+                    "on_error": {"retry": {"attempts": 2}, "then": "continue"},
+                },
+                {"id": "l", "loop": "{{ steps.a }}", "steps": [{"id": "b", "action": "log.write"}]},
+                {
+                    "id": "c",
+                    "branch": [
+                        {"when": "{{ true }}", "steps": [{"id": "d", "action": "log.write"}]}
+                    ],
+                    "else": [],
+                },
+            ],
+        },
+        "s": {
+            "trigger": {"type": "schedule", "cron": "0 6 * * 1-5", "timezone": "Europe/Berlin"},
+            "steps": [{"id": "e", "action": "log.write"}],
+        },
+        "w": {"trigger": {"type": "webhook"}, "steps": [{"id": "g", "action": "log.write"}]},
+    },
+}
 logger = logging.getLogger(__name__)
 
 
@@ -36,6 +69,9 @@ def _preload() -> None:
 
     components.builtin_components()
     compile_value({"warm": "{{ steps.a.b | length }} {{ item }}"})
+    # Validating once loads whatever pydantic and the validators load on first use, so that
+    # no child pays for it (a lazy import from inside the sandbox reads from disk).
+    Integration.model_validate(WARM_INTEGRATION)
     # Lazily imported by socket and httpx on first use; an unprivileged child may not be
     # able to import them later.
     import encodings.idna  # noqa: F401
@@ -182,9 +218,10 @@ class Template:
             keep = handoff.fileno()
             os.closerange(3, keep)
             os.closerange(keep + 1, 65536)
-            from splice.sandbox.child import run_child
+            from splice.sandbox.child import run_child, warm_up
 
             stage = confinement.prepare(self.plan)
+            warm_up(Path(self.plan.root_mount_point))
             message, fds, _, _ = socket.recv_fds(handoff, CONTROL_MESSAGE_SIZE, 1)
             handoff.close()
             if not message or not fds:
