@@ -32,6 +32,7 @@ class SandboxSettings:
     uid: int = 65534  # SPLICE_SANDBOX_UID: the unprivileged user customer code runs as
     max_forks: int = 10_000  # SPLICE_SANDBOX_MAX_FORKS, before the template is replaced
     require_isolation: bool = False  # SPLICE_SANDBOX_REQUIRE_ISOLATION
+    disable: tuple[str, ...] = ()  # SPLICE_SANDBOX_DISABLE: protections not to apply
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SandboxSettings:
@@ -46,6 +47,7 @@ class SandboxSettings:
             uid=_integer(env, "SPLICE_SANDBOX_UID", 65534, minimum=1),
             max_forks=_integer(env, "SPLICE_SANDBOX_MAX_FORKS", 10_000, minimum=1),
             require_isolation=_boolean(env, "SPLICE_SANDBOX_REQUIRE_ISOLATION"),
+            disable=_protections(env, "SPLICE_SANDBOX_DISABLE"),
         )
 
 
@@ -140,3 +142,16 @@ def _boolean(env: Mapping[str, str], name: str) -> bool:
         source="environment",
         fix="set it to true or false",
     )
+
+
+def _protections(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    from splice.sandbox.confinement import PROTECTIONS
+
+    names = tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+    for protection in names:
+        if protection not in PROTECTIONS:
+            raise ConfigError(
+                f"{protection!r} is not a sandbox protection", variable=name,
+                source="environment", fix=f"use names from: {', '.join(PROTECTIONS)}",
+            )
+    return names

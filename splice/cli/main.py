@@ -397,6 +397,64 @@ def logs(ctx: click.Context, execution_id: str, step: str | None) -> None:
         click.echo(f"{stamp} {line['level']:<7} {line['step_path'] or '-'}: {line['message']}")
 
 
+PROTECTION_HELP = {
+    "pid-namespace": "needs Linux and root (or CAP_SYS_ADMIN)",
+    "mount-namespace": "needs Linux and root (or CAP_SYS_ADMIN)",
+    "ipc-namespace": "needs Linux and root (or CAP_SYS_ADMIN)",
+    "uts-namespace": "needs Linux and root (or CAP_SYS_ADMIN)",
+    "private-root": "needs the mount namespace",
+    "unprivileged-user": "needs root, to switch to SPLICE_SANDBOX_UID",
+    "no-new-privileges": "needs Linux",
+    "seccomp": "needs Linux on x86_64 or aarch64",
+    "landlock": "needs Linux 5.13 or newer with Landlock enabled (lsm=landlock)",
+    "rlimits": "always available",
+    "cgroup-pids": "needs a writable pids cgroup (v2 delegated, or v1)",
+    "cgroup-memory": "needs a writable memory cgroup (v2 delegated, or v1)",
+}
+
+
+@cli.command()
+@click.pass_context
+def doctor(ctx: click.Context) -> None:
+    """Check the installation: which sandbox protections are active on this host, and why not.
+
+    Exit code 0 when every protection is active, 1 when some are missing (Splice still runs,
+    unless SPLICE_SANDBOX_REQUIRE_ISOLATION is set), 4 when the sandbox cannot start.
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    from splice.sandbox.forkserver import ForkServerSandbox
+    from splice.settings import Settings
+
+    try:
+        sandbox = ForkServerSandbox(Settings.from_env())
+        try:
+            sandbox.wait_ready()
+        finally:
+            sandbox.close()
+    except SpliceError as error:
+        _fail(ctx, error)
+        return
+    console = _console()
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("protection", "status", "note"):
+        table.add_column(column)
+    for name in sandbox.protections["active"]:
+        table.add_row(name, Text("active", style="green"), "")
+    disabled = set(sandbox.settings.sandbox.disable)
+    for name in sandbox.protections["missing"]:
+        note = "disabled by SPLICE_SANDBOX_DISABLE" if name in disabled else PROTECTION_HELP[name]
+        table.add_row(name, Text("missing", style="red"), note)
+    console.print(table)
+    for key, value in sandbox.details.items():
+        console.print(Text(f"{key}: {value}"))
+    missing = sandbox.protections["missing"]
+    if missing:
+        console.print(Text(f"{len(missing)} protections missing; see docs/sandbox.md"))
+    ctx.exit(1 if missing else 0)
+
+
 @cli.command()
 @click.option("--markdown", is_flag=True, help="Print the reference as Markdown.")
 def components(markdown: bool) -> None:

@@ -81,6 +81,21 @@ class Plan:
     def missing(self) -> list[str]:
         return [name for name in PROTECTIONS if not self.available.get(name)]
 
+    def details(self) -> dict[str, str]:
+        """Facts behind the protections, for ``splice doctor``."""
+        return {
+            "platform": f"{sys.platform} {os.uname().release}",
+            "effective user": str(os.geteuid()),
+            "sandbox user": str(self.sandbox_uid),
+            "landlock ABI": str(self.landlock_abi or "unavailable"),
+            "seccomp filter": f"{len(self.seccomp_program) // 8} instructions"
+            if self.seccomp_program
+            else "unavailable",
+            "pids cgroup": self.cgroups.get("pids", "unavailable"),
+            "memory cgroup": self.cgroups.get("memory", "unavailable"),
+            "readable host paths": ", ".join(self.readable_paths),
+        }
+
 
 class ConfinementError(Exception):
     """A protection that the plan promised could not be applied in the child."""

@@ -41,6 +41,7 @@ class ForkServerSandbox:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.protections: dict[str, list[str]] = {}
+        self.details: dict[str, str] = {}
         self._forks = 0
         self._lock = threading.Lock()
         self._ids = count(1)
@@ -70,6 +71,7 @@ class ForkServerSandbox:
             },
             "scratch_root": str(self.settings.scratch_dir),
             "uid": sandbox.uid,
+            "disable": list(sandbox.disable),
         }
         self.settings.scratch_dir.mkdir(parents=True, exist_ok=True)
         self._forks = 0
@@ -109,6 +111,7 @@ class ForkServerSandbox:
             raise SandboxError(f"the sandbox template sent {ready!r} instead of ready")
         parent_end.settimeout(None)
         self.protections = {"active": ready["active"], "missing": ready["missing"]}
+        self.details = ready.get("details", {})
         if ready["missing"] and self.settings.sandbox.require_isolation:
             self._process.kill()
             raise SandboxError(
@@ -160,6 +163,12 @@ class ForkServerSandbox:
         return self._process is not None and self._process.poll() is None
 
     # -- executions -----------------------------------------------------------------------
+
+    def wait_ready(self) -> None:
+        """Wait until the template has started, and raise SandboxError if it cannot."""
+        with self._lock:
+            if not self._ready:
+                self._await_ready()
 
     def start(self, request: ExecutionRequest) -> ForkedExecution:
         with self._lock:

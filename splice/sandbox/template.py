@@ -79,12 +79,19 @@ def _preload() -> None:
 
 def _plan(config: dict[str, Any]) -> confinement.Plan:
     limits = confinement.Limits(**config["limits"])
-    return confinement.make_plan(
+    plan = confinement.make_plan(
         limits=limits,
         scratch_root=Path(config["scratch_root"]),
         extra_readable=config.get("readable", []),
         uid=config["uid"],
     )
+    for name in config.get("disable", []):
+        plan.available[name] = False
+    together = ("mount-namespace", "ipc-namespace", "uts-namespace", "private-root")
+    if not all(plan.available[name] for name in together):
+        for name in together:  # one unshare() and the root that needs it: all or none
+            plan.available[name] = False
+    return plan
 
 
 class Template:
@@ -111,7 +118,14 @@ class Template:
         signal.set_wakeup_fd(self.wake_write)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         self.prepare_spare()
-        self.send({"ready": os.getpid(), "active": self.plan.active, "missing": self.plan.missing})
+        self.send(
+            {
+                "ready": os.getpid(),
+                "active": self.plan.active,
+                "missing": self.plan.missing,
+                "details": self.plan.details(),
+            }
+        )
         while True:
             waiting: list[Any] = [self.control, self.wake_read]
             readable, _, _ = select.select(waiting, [], [])
