@@ -1,9 +1,14 @@
-"""Writes an execution's step runs and logs to the record store in batches, off its path."""
+"""Writes an execution's step runs and logs to the record store in batches, off its path.
+
+The supervisor's reading loop calls the recorder: rows are committed in batches at most
+every ``flush_interval`` seconds while events arrive, and from the loop's idle ticks
+while a long step runs, so the child never waits for a commit.
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 class Recorder:
-    """Collects records from the supervisor's thread and commits them from its own thread."""
+    """Collects an execution's records and commits them in batches."""
 
     def __init__(
         self,
@@ -27,50 +32,53 @@ class Recorder:
         execution_id: str,
         scratch_dir: Path,
         flush_interval: float = 0.05,
+        max_batch: int = 2000,
     ) -> None:
         self._store = store
         self._blobs = blobs
         self._execution_id = execution_id
         self._scratch_dir = scratch_dir
         self._flush_interval = flush_interval
+        self._max_batch = max_batch
         self._steps: list[tuple[Any, ...]] = []
         self._logs: list[tuple[Any, ...]] = []
         self._step_sequence = 0
         self._log_sequence = 0
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._error: StoreError | None = None
-        self._thread = threading.Thread(target=self._write_loop, name="recorder", daemon=True)
-        self._thread.start()
+        self._last_flush = time.monotonic()
 
     def add(self, event: StepRunEvent | LogEvent) -> None:
         if isinstance(event, StepRunEvent):
-            row = self._step_row(event)
-            with self._lock:
-                self._steps.append(row)
+            self._steps.append(self._step_row(event))
         else:
-            with self._lock:
-                self._log_sequence += 1
-                self._logs.append(
-                    (
-                        self._execution_id,
-                        self._log_sequence,
-                        event.path,
-                        event.level,
-                        self._store.timestamp(event.time),
-                        event.message,
-                    )
+            self._log_sequence += 1
+            self._logs.append(
+                (
+                    self._execution_id,
+                    self._log_sequence,
+                    event.path,
+                    event.level,
+                    self._store.timestamp(event.time),
+                    event.message,
                 )
+            )
+        if len(self._steps) + len(self._logs) >= self._max_batch:
+            self.flush()
+        else:
+            self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        """Commit the pending rows when the last commit is ``flush_interval`` old."""
+        if time.monotonic() - self._last_flush >= self._flush_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if self._steps or self._logs:
+            steps, logs = self._take()
+            self._store.write_batch(steps, logs)
 
     def finish(self, result: ResultEvent, execution: dict[str, Any]) -> None:
-        """Commit what is left together with the execution's final state, then stop."""
-        with self._lock:
-            self._stopping = True
-        self._wake.set()
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        """Commit what is left together with the execution's final state."""
         values = {**execution, **self.stored_value("result", result.result)}
         steps, logs = self._take()
         self._store.write_batch(steps, logs, (self._execution_id, values))
@@ -143,25 +151,6 @@ class Recorder:
         )
 
     def _take(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        with self._lock:
-            steps, self._steps = self._steps, []
-            logs, self._logs = self._logs, []
+        steps, self._steps = self._steps, []
+        logs, self._logs = self._logs, []
         return steps, logs
-
-    def _write_loop(self) -> None:
-        while True:
-            self._wake.wait(self._flush_interval)
-            self._wake.clear()
-            with self._lock:
-                stopping = self._stopping
-            if stopping:
-                return
-            steps, logs = self._take()
-            if not steps and not logs:
-                continue
-            try:
-                self._store.write_batch(steps, logs)
-            except StoreError as error:
-                logger.error("recording failed", extra={"execution_id": self._execution_id})
-                self._error = error
-                return

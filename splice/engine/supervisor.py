@@ -178,7 +178,7 @@ class Supervisor:
             store=self.store, blobs=self.blobs, execution_id=execution_id, scratch_dir=scratch
         )
         result: ResultEvent | None = None
-        for event in self.sandbox.start(request).events():
+        for event in self.sandbox.start(request).events(idle=recorder.flush_if_due):
             if isinstance(event, ResultEvent):
                 result = event
             elif isinstance(event, StepRunEvent | LogEvent):

@@ -7,7 +7,7 @@ builds on this interface.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -28,8 +28,11 @@ class ExecutionRequest:
 class SandboxedExecution(Protocol):
     execution_id: str
 
-    def events(self) -> Iterator[Event]:
-        """Yield the execution's events; the last one is always a ResultEvent."""
+    def events(self, idle: Callable[[], None] | None = None) -> Iterator[Event]:
+        """Yield the execution's events; the last one is always a ResultEvent.
+
+        ``idle`` is called at least every half second while no event arrives.
+        """
         ...
 
     def kill(self, reason: str) -> None:

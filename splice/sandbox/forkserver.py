@@ -289,10 +289,10 @@ class ForkedExecution:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
 
-    def events(self) -> Iterator[Event]:
+    def events(self, idle: Callable[[], None] | None = None) -> Iterator[Event]:
         result: ResultEvent | None = None
         try:
-            result = yield from self._read()
+            result = yield from self._read(idle)
         finally:
             self._sock.close()
         if self._killed is not None:
@@ -312,7 +312,9 @@ class ForkedExecution:
         self._forget(self.pid)
         yield result
 
-    def _read(self) -> Generator[Event, None, ResultEvent | None]:
+    def _read(
+        self, idle: Callable[[], None] | None
+    ) -> Generator[Event, None, ResultEvent | None]:
         """Yield events until the result event arrives, and return it (None if none came)."""
         reader = FrameReader(self._sock)
         result: ResultEvent | None = None
@@ -326,6 +328,8 @@ class ForkedExecution:
                     yield event
                 return result
             except TimeoutError:
+                if idle is not None:
+                    idle()
                 failure = self._over_limit()
             except (ChannelError, msgspec.DecodeError, msgspec.ValidationError) as error:
                 failure = _failure(
