@@ -62,6 +62,9 @@ logger = logging.getLogger(__name__)
 
 def _preload() -> None:
     """Import and warm everything an execution uses, so children start with it loaded."""
+    # httpx imports its command-line tool (click, rich) when they are installed; children
+    # never need it, and every megabyte of the template is copied at each fork.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     import splice.components as components
     import splice.engine.runner
     import splice.sandbox.child  # noqa: F401
