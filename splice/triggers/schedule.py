@@ -13,9 +13,10 @@ instant, by these rules:
 So a daily job runs every day and never twice on one day, and interval jobs neither fire
 twice across a repeated hour nor skip across a gap.
 
-NOTE: cronsim runs aware datetimes through Debian cron's rules, which fire ``0 * * * *``
-twice across a repeated hour but ``0 0-23 * * *`` once. This module therefore gives
-cronsim naive wall-clock times only and maps them to instants itself.
+NOTE: given aware datetimes, cronsim 2.9 follows Debian cron: a cron whose minute or hour
+field starts with ``*`` fires on both passes of a repeated hour, so ``0 * * * *`` fires
+twice where ``0 0-23 * * *`` fires once. This module therefore gives cronsim naive
+wall-clock times only and maps them to instants itself.
 
 Every function here takes the current time as an argument and reads no clock.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -63,7 +65,9 @@ class Schedule:
         self.timezone = timezone
         self.zone = _load_zone(cron, timezone)
         _check_cron(cron, timezone)
-        _build_cronsim(cron, timezone)  # raises for what cronsim rejects beyond the field syntax
+        # NOTE: cronsim takes the start time in its constructor, so every query parses the
+        # cron again. This call only rejects what cronsim rejects beyond the field syntax.
+        _build_cronsim(cron, timezone)
 
     def __repr__(self) -> str:
         return f"Schedule({self.cron!r}, {self.timezone!r})"
@@ -89,20 +93,21 @@ class Schedule:
 
     def next_fire_times(self, after: datetime, limit: int) -> list[datetime]:
         """Return the next ``limit`` due times strictly after ``after``, oldest first, in UTC."""
-        times: list[datetime] = []
-        for due in self._due_times_after(after):
-            if len(times) == limit:
-                break
-            times.append(due)
-        return times
+        if limit < 0:
+            raise ValueError(f"limit {limit} is negative; pass 0 or more")
+        return list(islice(self._due_times_after(after), limit))
 
     def latest_at_or_before(self, moment: datetime) -> datetime | None:
-        """Return the last due time at or before ``moment`` in UTC, or None within 50 years."""
+        """Return the last due time at or before ``moment`` in UTC.
+
+        Returns None when no due time falls in the 50 years before ``moment``, the span that
+        cronsim searches.
+        """
         moment = _as_utc(moment)
-        # The wall-clock times whose instants are at or before ``moment`` end here: in the
-        # second pass of a repeated hour, later wall-clock times of that hour already fired.
+        # In the second pass of a repeated hour, later wall-clock times of that hour fired on
+        # the first pass, so the search starts a repeat later and skips instants after ``moment``.
         local = moment.astimezone(self.zone)
-        end = local.replace(tzinfo=None) + _fold_shift(local)
+        end = local.replace(tzinfo=None) + _repeat_length(local)
         start = end.replace(microsecond=0) + _ONE_SECOND  # cronsim steps back one second first
         try:
             for wall in CronSim(self.cron, start, reverse=True):
@@ -182,14 +187,12 @@ def _gap_end(earlier: datetime, later: datetime, zone: ZoneInfo) -> datetime:
     return high
 
 
-def _fold_shift(local: datetime) -> timedelta:
-    """Return how far the first pass's clock ran ahead of ``local``'s, zero outside fold=1."""
+def _repeat_length(local: datetime) -> timedelta:
+    """Return how long the clock repeats at ``local``'s wall-clock time, zero if it does not."""
     first_offset = local.replace(fold=0).utcoffset()
     second_offset = local.replace(fold=1).utcoffset()
     assert first_offset is not None and second_offset is not None
-    if local.fold == 1 and first_offset > second_offset:
-        return first_offset - second_offset
-    return timedelta(0)
+    return max(first_offset - second_offset, timedelta(0))
 
 
 def _as_utc(moment: datetime) -> datetime:
