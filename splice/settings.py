@@ -151,7 +151,9 @@ def _protections(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     for protection in names:
         if protection not in PROTECTIONS:
             raise ConfigError(
-                f"{protection!r} is not a sandbox protection", variable=name,
-                source="environment", fix=f"use names from: {', '.join(PROTECTIONS)}",
+                f"{protection!r} is not a sandbox protection",
+                variable=name,
+                source="environment",
+                fix=f"use names from: {', '.join(PROTECTIONS)}",
             )
     return names

@@ -150,6 +150,12 @@ def _reject_entity_declarations(data: bytes, source: str, is_text: bool) -> None
     except (_RootReached, ExpatError):
         # Malformed XML is reported by lxml below, with its own line and reason.
         return
+    except (LookupError, ValueError) as error:  # an unknown or mismatched declared encoding
+        raise ActionError(
+            f"{source} cannot be decoded as its XML declaration says ({error}); fix the "
+            "encoding in the declaration or re-save the file in that encoding",
+            retryable=False,
+        ) from None
 
 
 def _entity_error(source: str, name: str) -> ActionError:

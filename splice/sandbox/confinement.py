@@ -22,6 +22,7 @@ from splice.sandbox import linux, seccomp
 logger = logging.getLogger(__name__)
 
 PROTECTIONS = (
+    "user-namespace",
     "pid-namespace",
     "mount-namespace",
     "ipc-namespace",
@@ -44,6 +45,7 @@ ETC_FILES = (
     "/etc/ld.so.cache", "/etc/mime.types", "/etc/ssl", "/etc/ca-certificates",
     "/etc/pki", "/etc/passwd", "/etc/group",
 )  # fmt: skip
+INNER_ID = 1000  # the uid and gid customer code has inside its user namespace
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 DEVICES = ("null", "zero", "full", "random", "urandom")
 
@@ -71,6 +73,7 @@ class Plan:
     limits: Limits
     seccomp_program: bytes = b""
     landlock_abi: int = 0
+    root: bool = False  # the template runs as root on the host
     cgroups: dict[str, str] = field(default_factory=dict)  # controller -> our parent cgroup
 
     @property
@@ -80,6 +83,17 @@ class Plan:
     @property
     def missing(self) -> list[str]:
         return [name for name in PROTECTIONS if not self.available.get(name)]
+
+    def clone_flags(self) -> int:
+        """Namespaces a child is created in (the others it enters itself)."""
+        flags = linux.CLONE_NEWPID if self.available["pid-namespace"] else 0
+        if self.available["user-namespace"]:
+            flags |= linux.CLONE_NEWUSER
+        return flags
+
+    def map_ids(self, pid: int) -> None:
+        """Write a new child's uid and gid maps (called in the template, right after clone)."""
+        _write_id_maps(pid, root=self.root, uid=self.sandbox_uid, gid=self.sandbox_gid)
 
     def details(self) -> dict[str, str]:
         """Facts behind the protections, for ``splice doctor``."""
@@ -113,12 +127,16 @@ def make_plan(
     available = {name: False for name in PROTECTIONS}
     available["rlimits"] = True
     available["no-new-privileges"] = linux_host
-    if root:
-        namespaces_work = _probe_namespaces()
+    if linux_host:
+        user_namespace = _probe_namespaces(user=True, root=root, uid=uid)
+        namespaces_work = user_namespace or (
+            root and _probe_namespaces(user=False, root=root, uid=uid)
+        )
+        available["user-namespace"] = user_namespace
         for name in ("pid-namespace", "mount-namespace", "ipc-namespace", "uts-namespace"):
             available[name] = namespaces_work
         available["private-root"] = namespaces_work
-        available["unprivileged-user"] = True
+        available["unprivileged-user"] = root
     program = b""
     if linux_host and seccomp.available():
         program = seccomp.build_filter()
@@ -141,24 +159,59 @@ def make_plan(
         seccomp_program=program,
         landlock_abi=abi,
         cgroups=cgroups,
+        root=root,
     )
 
 
-def _probe_namespaces() -> bool:
-    """Fork a probe that enters new namespaces, since a container may forbid them."""
+def _probe_namespaces(*, user: bool, root: bool, uid: int) -> bool:
+    """Fork a probe that enters new namespaces, since a kernel or container may forbid them."""
+    flags = linux.CLONE_NEWPID | (linux.CLONE_NEWUSER if user else 0)
+    ready_read, ready_write = os.pipe()
     try:
-        pid = linux.fork_with_namespaces(linux.CLONE_NEWPID)
+        pid = linux.fork_with_namespaces(flags)
     except OSError:
+        os.close(ready_read)
+        os.close(ready_write)
         return False
     if pid == 0:
+        os.close(ready_write)
+        os.read(ready_read, 1)  # wait for the id maps
         try:
             linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS)
             linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
+            linux.mount("tmpfs", "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=64k")
+            os.makedirs("/tmp/proc")
+            linux.mount("proc", "/tmp/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV)
             os._exit(0 if os.getpid() == 1 else 1)
         except OSError:
             os._exit(1)
+    os.close(ready_read)
+    try:
+        if user:
+            _write_id_maps(pid, root=root, uid=uid, gid=uid)
+    except OSError:
+        os.kill(pid, 9)
+    finally:
+        os.write(ready_write, b"x")
+        os.close(ready_write)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) == 0
+
+
+def _write_id_maps(pid: int, *, root: bool, uid: int, gid: int) -> None:
+    """Map a child's new user namespace (called from its parent, right after clone).
+
+    As root, the child's setup runs as root inside (uid 0 maps to 0, for reading the host
+    paths it binds) and customer code as INNER_ID, which maps to the sandbox user.
+    Otherwise uid 0 inside maps to the user running Splice, the only uid it may map.
+    """
+    if root:
+        uid_map = f"0 0 1\n{INNER_ID} {uid} 1\n"
+        gid_map = f"0 0 1\n{INNER_ID} {gid} 1\n"
+        linux.write_id_maps(pid, uid_map, gid_map, deny_setgroups=False)
+    else:
+        uid_map, gid_map = f"0 {os.geteuid()} 1\n", f"0 {os.getegid()} 1\n"
+        linux.write_id_maps(pid, uid_map, gid_map, deny_setgroups=True)
 
 
 def _readable_paths(extra: Iterable[str], *, hidden: Path) -> list[str]:
@@ -356,18 +409,16 @@ def enter(
     """Finish confinement for one execution; raise ConfinementError when a step fails."""
     grants = list(grants)
     try:
-        if stage.root is not None:
-            os.chown(scratch_dir, plan.sandbox_uid, plan.sandbox_gid)
+        if stage.root is not None and plan.root:
+            owner = INNER_ID if plan.available["user-namespace"] else plan.sandbox_uid
+            os.chown(scratch_dir, owner, owner)
             _bind(scratch_dir, stage.root + scratch_dir, writable=True)
             for path, writable in grants:
                 _bind(path, stage.root + path, writable=writable)
             _pivot(stage.root)
             linux.sethostname(hostname)
         os.chdir(scratch_dir)
-        if plan.available["unprivileged-user"]:
-            os.setgroups([])
-            os.setresgid(plan.sandbox_gid, plan.sandbox_gid, plan.sandbox_gid)
-            os.setresuid(plan.sandbox_uid, plan.sandbox_uid, plan.sandbox_uid)
+        _drop_privileges(plan)
         if plan.available["no-new-privileges"]:
             linux.set_no_new_privs()
         if stage.ruleset is not None:
@@ -392,6 +443,17 @@ def confine(
 ) -> None:
     """Confine the calling process in one go: :func:`prepare`, then :func:`enter`."""
     enter(plan, prepare(plan), scratch_dir=scratch_dir, grants=grants, hostname=hostname)
+
+
+def _drop_privileges(plan: Plan) -> None:
+    """Switch to the sandbox user, or at least give up every capability."""
+    if plan.root and plan.available["unprivileged-user"]:
+        inside = INNER_ID if plan.available["user-namespace"] else plan.sandbox_uid
+        os.setgroups([])
+        os.setresgid(inside, inside, inside)
+        os.setresuid(inside, inside, inside)  # clears every capability
+    elif plan.available["user-namespace"]:
+        linux.drop_capabilities()  # uid 0 of its own namespace: nothing else is mapped
 
 
 def _set_rlimits(plan: Plan) -> None:
@@ -453,7 +515,9 @@ def _bind(source: str, target: str, *, writable: bool) -> None:
         with open(target, "w"):
             pass
     linux.mount(source, target, None, linux.MS_BIND | linux.MS_REC)
-    flags = linux.MS_REMOUNT | linux.MS_BIND | linux.MS_NOSUID | linux.MS_NODEV
+    # In a user namespace the source mount's own restrictions are locked: keep them.
+    locked = os.statvfs(source).f_flag & (os.ST_RDONLY | os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC)
+    flags = linux.MS_REMOUNT | linux.MS_BIND | linux.MS_NOSUID | linux.MS_NODEV | locked
     if not writable:
         flags |= linux.MS_RDONLY
     linux.mount("none", target, None, flags)

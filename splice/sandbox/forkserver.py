@@ -312,9 +312,7 @@ class ForkedExecution:
         self._forget(self.pid)
         yield result
 
-    def _read(
-        self, idle: Callable[[], None] | None
-    ) -> Generator[Event, None, ResultEvent | None]:
+    def _read(self, idle: Callable[[], None] | None) -> Generator[Event, None, ResultEvent | None]:
         """Yield events until the result event arrives, and return it (None if none came)."""
         reader = FrameReader(self._sock)
         result: ResultEvent | None = None

@@ -103,6 +103,30 @@ def fork_with_namespaces(flags: int) -> int:
     return int(pid)
 
 
+def write_id_maps(pid: int, uid_map: str, gid_map: str, *, deny_setgroups: bool) -> None:
+    """Write the uid and gid maps of a child's new user namespace, from its parent."""
+    if deny_setgroups:
+        with open(f"/proc/{pid}/setgroups", "w") as file:
+            file.write("deny")
+    with open(f"/proc/{pid}/uid_map", "w") as file:
+        file.write(uid_map)
+    with open(f"/proc/{pid}/gid_map", "w") as file:
+        file.write(gid_map)
+
+
+_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def drop_capabilities() -> None:
+    """Clear the permitted, effective and inheritable capabilities of the calling thread."""
+    number = {"x86_64": 126, "aarch64": 91}.get(_MACHINE)
+    if number is None:
+        raise OSError(38, f"capset is not known on {_MACHINE}")
+    header = struct.pack("Ii", _CAPABILITY_VERSION_3, 0)
+    data = bytes(24)  # two empty __user_cap_data_struct entries
+    _check(_libc.syscall(number, ctypes.c_char_p(header), ctypes.c_char_p(data)))
+
+
 def unshare(flags: int) -> None:
     _check(_libc.unshare(flags))
 

@@ -176,10 +176,9 @@ class Template:
         self.forks += 1
         groups = confinement.create_execution_cgroups(self.plan, f"exec-{self.forks}")
         handoff, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        if self.plan.available["pid-namespace"]:
-            pid = linux.fork_with_namespaces(linux.CLONE_NEWPID)  # the child is its pid 1
-        else:
-            pid = os.fork()
+        flags = self.plan.clone_flags()
+        # The child is pid 1 of its pid namespace, in its own user namespace where available.
+        pid = linux.fork_with_namespaces(flags) if flags else os.fork()
         if pid == 0:
             handoff.close()
             self.become_child(child_end)
@@ -187,8 +186,11 @@ class Template:
         self.cgroups[pid] = groups
         try:
             confinement.join_cgroups(groups, pid)
+            if self.plan.available["user-namespace"]:
+                self.plan.map_ids(pid)
+            handoff.send(b"go")  # the child may set itself up now
         except OSError as error:
-            logger.warning("could not place child %d in its cgroups: %s", pid, error)
+            logger.warning("could not prepare child %d: %s", pid, error)
             os.kill(pid, signal.SIGKILL)
             handoff.close()
             return
@@ -237,6 +239,8 @@ class Template:
             os.closerange(keep + 1, 65536)
             from splice.sandbox.child import run_child, warm_up
 
+            if handoff.recv(16) != b"go":
+                os._exit(0)  # the template could not prepare this child
             stage = confinement.prepare(self.plan)
             warm_up(Path(self.plan.root_mount_point))
             message, fds, _, _ = socket.recv_fds(handoff, CONTROL_MESSAGE_SIZE, 1)

@@ -1,4 +1,4 @@
-"""Triggers that start flows. Webhook and manual triggers live with the API and the CLI."""
+"""Triggers that start flows: schedules, and the signatures and bodies of webhook deliveries."""
 
 from splice.triggers.schedule import DEFAULT_GRACE, CatchUp, Schedule, ScheduleError
 

@@ -5,8 +5,8 @@ digests with ``hmac.compare_digest``. A failed check raises ``SignatureError`` w
 ``reason`` code and a message that names the header at fault. Messages never contain the
 secret, the expected signature or the received one.
 
-``SignatureSettings`` is the YAML block of a webhook trigger that selects a scheme; its
-``secret`` names the config variable that holds the shared secret of each instance.
+``SignatureSettings`` is the YAML block of a webhook trigger that selects a scheme. Its
+``secret`` names the config variable that contains each instance's shared secret.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ SLACK_TIMESTAMP_HEADER = "X-Slack-Request-Timestamp"
 
 Algorithm = Literal["sha256", "sha1", "sha512"]
 Encoding = Literal["hex", "base64"]
+_ALGORITHM_NAMES = {"sha256": "SHA-256", "sha1": "SHA-1", "sha512": "SHA-512"}
 
 # An HTTP field name is a token (RFC 9110, section 5.1).
 _FIELD_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -58,7 +59,7 @@ _CONFIG_EXPRESSION = re.compile(r"^\{\{\s*config\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\
 
 
 class SignatureFailure(StrEnum):
-    """Why a delivery's signature was rejected; stable values for logs and tests."""
+    """The reason a delivery's signature was rejected, as a stable value for logs and tests."""
 
     MISSING_HEADER = "missing_header"
     MALFORMED_HEADER = "malformed_header"
@@ -70,7 +71,7 @@ class SignatureFailure(StrEnum):
 class SignatureError(SpliceError):
     """A webhook delivery's signature is missing, malformed, wrong or out of date.
 
-    The sender must act: the server answers 401 and starts nothing. ``reason`` is the
+    The sender must act: the server responds with 401 and starts nothing. ``reason`` is the
     failure kind and ``header`` the header at fault.
     """
 
@@ -98,7 +99,7 @@ class SignatureSettings(BaseModel):
     encoding: Encoding = "hex"
     prefix: str = ""
     tolerance: float = Field(
-        DEFAULT_TOLERANCE, gt=0, description="seconds a signed timestamp may be off"
+        default=DEFAULT_TOLERANCE, gt=0, description="seconds a signed timestamp may be off"
     )
 
     @field_validator("secret")
@@ -129,7 +130,7 @@ class SignatureSettings(BaseModel):
 
     @model_validator(mode="after")
     def _options_fit_scheme(self) -> SignatureSettings:
-        given = self.model_fields_set
+        explicit = self.model_fields_set
         if self.scheme == "hmac" and self.header is None:
             raise ValueError(
                 "scheme hmac needs `header:`, the name of the header that carries the "
@@ -137,12 +138,12 @@ class SignatureSettings(BaseModel):
             )
         if self.scheme != "hmac":
             for option in ("header", "algorithm", "encoding", "prefix"):
-                if option in given:
+                if option in explicit:
                     raise ValueError(
                         f"`{option}:` applies only to scheme hmac, because scheme "
                         f"{self.scheme} fixes it; remove `{option}:` or use `scheme: hmac`"
                     )
-        if self.scheme in ("github", "hmac") and "tolerance" in given:
+        if self.scheme in ("github", "hmac") and "tolerance" in explicit:
             raise ValueError(
                 f"`tolerance:` applies only to schemes stripe and slack, because scheme "
                 f"{self.scheme} signs no timestamp; remove `tolerance:`"
@@ -225,24 +226,32 @@ def verify_stripe(
 ) -> None:
     """Check ``Stripe-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>...]``.
 
-    Each ``v1`` is a hex HMAC-SHA256 of ``b"<t>." + body``; one match is enough, because
+    Each ``v1`` is a hex HMAC-SHA256 of ``b"<t>." + body``. One match is enough, because
     Stripe sends one ``v1`` per active secret while a secret is being rolled. Other
-    schemes (``v0`` test signatures) are ignored. The timestamp must lie within
-    ``tolerance`` seconds of ``now``, in the past or the future.
+    schemes, such as the ``v0`` signatures of test events, are ignored. The timestamp must
+    lie within ``tolerance`` seconds of ``now``, in the past or the future.
     """
     value = _required_header(headers, STRIPE_HEADER)
     timestamp, signatures = _stripe_elements(value)
     signed = timestamp.encode("ascii") + b"." + body
     expected = hmac.digest(_key(secret), signed, "sha256")
     matched = False
+    malformed: list[SignatureError] = []
     for signature in signatures:
-        received = _decode_digest(signature, "hex", "sha256", STRIPE_HEADER)
+        try:
+            received = _decode_digest(signature, "hex", "sha256", STRIPE_HEADER)
+        except SignatureError as error:
+            # A malformed v1 beside well-formed ones is skipped, as a non-matching one is.
+            malformed.append(error)
+            continue
         # Every v1 is compared, so the time taken does not reveal which one matched.
         matched |= hmac.compare_digest(expected, received)
+    if len(malformed) == len(signatures):
+        raise malformed[0]
     if not matched:
         raise _mismatch(STRIPE_HEADER, "no v1 signature in it matches the body")
-    what = f"the t= timestamp of {STRIPE_HEADER}"
-    _check_timestamp(int(timestamp), now, tolerance, STRIPE_HEADER, what)
+    subject = f"the t= timestamp of {STRIPE_HEADER}"
+    _check_timestamp(int(timestamp), now, tolerance, STRIPE_HEADER, subject)
 
 
 def verify_slack(
@@ -316,17 +325,25 @@ def _check_signature(
 ) -> None:
     value = value.strip()
     if not value.startswith(prefix):
-        found = value.partition("=")[0] + "=" if "=" in value else "no prefix"
         raise SignatureError(
             SignatureFailure.MALFORMED_HEADER,
             header,
-            f"{header} starts with {found!r} instead of {prefix!r}; the sender signs "
+            f"{header} {_describe_prefix(value)} instead of {prefix!r}; the sender signs "
             "with another algorithm or scheme than this trigger expects",
         )
     received = _decode_digest(value[len(prefix) :], encoding, algorithm, header)
     expected = hmac.digest(_key(secret), signed, algorithm)
     if not hmac.compare_digest(expected, received):
         raise _mismatch(header, "the signature does not match the body")
+
+
+def _describe_prefix(value: str) -> str:
+    """Describe the prefix of a header value without quoting any part of a digest."""
+    label, equals, _ = value.partition("=")
+    # Labels such as sha1 or v1 are short; a longer run before "=" is base64 digest text.
+    if equals and label.isalnum() and len(label) <= 16:
+        return f"starts with {label + '='!r}"
+    return "has no prefix"
 
 
 def _stripe_elements(value: str) -> tuple[str, list[str]]:
@@ -360,13 +377,15 @@ def _stripe_elements(value: str) -> tuple[str, list[str]]:
 def _decode_digest(text: str, encoding: Encoding, algorithm: Algorithm, header: str) -> bytes:
     """Decode a received digest, raising SignatureError when it cannot be one."""
     size = hashlib.new(algorithm).digest_size
+    name = _ALGORITHM_NAMES[algorithm]
     if encoding == "hex":
         if not _HEX.match(text) or len(text) != 2 * size:
+            found = f"has {len(text)} characters" if _HEX.match(text) else "is not hexadecimal"
             raise SignatureError(
                 SignatureFailure.MALFORMED_HEADER,
                 header,
-                f"the signature in {header} has {len(text)} characters; an {algorithm} "
-                f"signature is {2 * size} hexadecimal digits",
+                f"the signature in {header} {found}; a {name} signature is {2 * size} "
+                "hexadecimal digits",
             )
         return bytes.fromhex(text)
     try:
@@ -377,27 +396,29 @@ def _decode_digest(text: str, encoding: Encoding, algorithm: Algorithm, header: 
         raise SignatureError(
             SignatureFailure.MALFORMED_HEADER,
             header,
-            f"the signature in {header} is not the base64 encoding of an {algorithm} "
-            f"signature ({size} bytes)",
+            f"the signature in {header} is not the base64 encoding of a "
+            f"{name} signature ({size} bytes)",
         )
     return decoded
 
 
-def _check_timestamp(timestamp: int, now: float, tolerance: float, header: str, what: str) -> None:
+def _check_timestamp(
+    timestamp: int, now: float, tolerance: float, header: str, subject: str
+) -> None:
     """Raise SignatureError when ``timestamp`` is more than ``tolerance`` seconds off ``now``."""
     age = now - timestamp
     if age > tolerance:
         raise SignatureError(
             SignatureFailure.TIMESTAMP_TOO_OLD,
             header,
-            f"{what} is {age:.0f} s old, more than the tolerance of {tolerance:g} s; "
+            f"{subject} is {age:.0f} s old, more than the tolerance of {tolerance:g} s; "
             "the delivery was replayed, or the sender's clock is behind",
         )
     if -age > tolerance:
         raise SignatureError(
             SignatureFailure.TIMESTAMP_IN_FUTURE,
             header,
-            f"{what} is {-age:.0f} s in the future, more than the tolerance of "
+            f"{subject} is {-age:.0f} s in the future, more than the tolerance of "
             f"{tolerance:g} s; check the clocks of the sender and of this server",
         )
 

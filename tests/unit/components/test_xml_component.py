@@ -403,3 +403,9 @@ def test_render_nested_list() -> None:
     with pytest.raises(ActionError) as raised:
         render(document={"a": [["1"]]}, root="r")
     assert "r/a is a list inside a list" in str(raised.value)
+
+
+def test_unknown_declared_encoding() -> None:
+    """An XML declaration naming an unknown encoding is an ActionError, not a crash."""
+    with pytest.raises(ActionError, match="cannot be decoded as its XML declaration says"):
+        invoke_action("xml.parse", content=b'<?xml version="1.0" encoding="UTF1"?><a/>')
