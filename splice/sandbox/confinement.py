@@ -409,9 +409,10 @@ def enter(
     """Finish confinement for one execution; raise ConfinementError when a step fails."""
     grants = list(grants)
     try:
-        if stage.root is not None and plan.root:
-            owner = INNER_ID if plan.available["user-namespace"] else plan.sandbox_uid
-            os.chown(scratch_dir, owner, owner)
+        if stage.root is not None:
+            if plan.root:  # hand the scratch folder to the user that customer code runs as
+                owner = INNER_ID if plan.available["user-namespace"] else plan.sandbox_uid
+                os.chown(scratch_dir, owner, owner)
             _bind(scratch_dir, stage.root + scratch_dir, writable=True)
             for path, writable in grants:
                 _bind(path, stage.root + path, writable=writable)
