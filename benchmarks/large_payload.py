@@ -57,11 +57,13 @@ def definition() -> dict[str, Any]:
         "name": "Large payload benchmark",
         "version": "1.0.0",
         "config": {
-            "path": {
+            "folder": {
                 "type": "string",
                 "required": True,
-                "description": "absolute path of the file to hash",
-            }
+                "grant": "read",
+                "description": "folder of the file to hash, granted to the sandbox",
+            },
+            "name": {"type": "string", "required": True, "description": "the file's name"},
         },
         "flows": {
             "hash": {
@@ -70,7 +72,10 @@ def definition() -> dict[str, Any]:
                     {
                         "id": "read",
                         "action": "files.read",
-                        "inputs": {"path": "{{ config.path }}", "mode": "bytes"},
+                        "inputs": {
+                            "path": "{{ config.folder }}/{{ config.name }}",
+                            "mode": "bytes",
+                        },
                     },
                     {
                         "id": "hash",
@@ -126,15 +131,20 @@ def measure_splice(payload: Path, folder: Path) -> dict[str, Any]:
 
     file = folder / "integration.yaml"
     file.write_text(json.dumps(definition(), indent=1))
-    small = folder / "small.bin"
+    (folder / "small").mkdir(parents=True)
+    small = folder / "small" / "small.bin"
     small.write_bytes(b"x" * 1024)
     with LocalRun.open(bench_settings(folder / "data")) as local:
-        warm = local.run(file, assignments=[f"path={small}"], environ={})
+        warm = local.run(
+            file, assignments=[f"folder={small.parent}", f"name={small.name}"], environ={}
+        )
         if warm.status != "succeeded":
             raise RuntimeError(f"warm-up execution {warm.status}: {warm.error_message}")
         start_rss = status_kib("self", "VmRSS")
         started = time.perf_counter()
-        outcome = local.run(file, assignments=[f"path={payload}"], environ={})
+        outcome = local.run(
+            file, assignments=[f"folder={payload.parent}", f"name={payload.name}"], environ={}
+        )
         seconds = time.perf_counter() - started
         template_pid = local.sandbox._process.pid  # type: ignore[union-attr]
         records = local.store.step_runs(outcome.execution_id)
@@ -207,7 +217,9 @@ def main() -> int:
     checks = Checks()
     with tempfile.TemporaryDirectory(prefix="splice-bench-") as temporary:
         folder = Path(temporary)
-        payload = folder / "payload.bin"
+        # Apart from each run's data folder, since a grant may not contain Splice's own files.
+        (folder / "input").mkdir()
+        payload = folder / "input" / "payload.bin"
         expected = write_payload(payload, size)
         results: dict[str, list[dict[str, Any]]] = {"plain": [], "plain-write": [], "splice": []}
         for repeat in range(options.repeats):

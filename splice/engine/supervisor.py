@@ -6,7 +6,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,12 +67,17 @@ class _Launch:
 
 
 def folder_grants(
-    integration: Integration, config: ConfigValues, working_dir: str | None
+    integration: Integration,
+    config: ConfigValues,
+    working_dir: str | None,
+    *,
+    protected: Sequence[Path] = (),
 ) -> list[tuple[str, bool]]:
     """Resolve the folders that config variables with ``grant:`` name, as absolute paths.
 
     The config values are rewritten to the absolute paths, which is where the folders
-    appear inside the sandbox. Raise ConfigError for a path that is not a folder.
+    appear inside the sandbox. Raise ConfigError for a path that is not a folder, or that
+    contains or lies inside one of the ``protected`` folders (the platform's own).
     """
     grants: list[tuple[str, bool]] = []
     base = Path(working_dir or os.getcwd())
@@ -90,10 +95,23 @@ def folder_grants(
                     variable=name,
                     fix="give the path of an existing folder",
                 )
+            _check_not_protected(name, folder, protected)
             resolved.append(str(folder))
             grants.append((str(folder), variable.grant == "write"))
         config.values[name] = resolved if isinstance(value, list) else resolved[0]
     return grants
+
+
+def _check_not_protected(name: str, folder: Path, protected: Sequence[Path]) -> None:
+    for platform_folder in protected:
+        own = platform_folder.resolve()
+        if folder == own or folder in own.parents or own in folder.parents:
+            raise ConfigError(
+                f"{str(folder)!r} overlaps Splice's own folder {str(own)!r} (records, blobs "
+                "or scratch), which executions must never see",
+                variable=name,
+                fix="grant a folder outside Splice's data directory",
+            )
 
 
 class Supervisor:
@@ -133,7 +151,7 @@ class Supervisor:
                 "definition_path": integration.source_path,
             }
         )
-        grants = folder_grants(integration, config, working_dir)
+        grants = folder_grants(integration, config, working_dir, protected=self._protected())
         packages = self._packages(integration)
         if packages is not None:
             grants.append((str(packages), False))
@@ -208,6 +226,14 @@ class Supervisor:
             step_runs=result.step_runs,
             duration=time.monotonic() - started,
         )
+
+    def _protected(self) -> list[Path]:
+        """Folders of the platform that no grant may expose."""
+        settings = self.settings
+        folders = [settings.data_dir, settings.blob_dir, settings.scratch_dir]
+        if settings.packages_dir is not None:
+            folders.append(settings.packages_dir)
+        return folders
 
     def _packages(self, integration: Integration) -> Path | None:
         """Install the integration's requirements once; return their folder, if any."""

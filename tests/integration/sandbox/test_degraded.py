@@ -96,3 +96,31 @@ def test_disable_rejects_unknown_name(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="SPLICE_SANDBOX_DISABLE"):
         _settings(tmp_path, SPLICE_SANDBOX_DISABLE="seccmp")
+
+
+GRANT = """
+key: granted
+name: Granted
+config:
+  folder: {type: string, required: true, grant: read}
+flows:
+  main:
+    trigger: {type: manual}
+    steps:
+      - id: list
+        action: files.list
+        inputs: {path: "{{ config.folder }}"}
+"""
+
+
+def test_grant_of_data_dir_rejected(tmp_path: Path) -> None:
+    """A grant that contains Splice's data directory is a config error, and nothing runs."""
+    from splice.errors import ConfigError
+
+    settings = _settings(tmp_path)
+    definition = tmp_path / "granted.yaml"
+    definition.write_text(GRANT)
+    with LocalRun.open(settings) as local, pytest.raises(ConfigError) as error:
+        local.run(definition, assignments=[f"folder={tmp_path}"])
+    assert "overlaps Splice's own folder" in str(error.value)
+    assert "folder" == error.value.variable
