@@ -125,19 +125,28 @@ def cpu_seconds(pid: int | str, *, reaped_children: bool = False) -> float:
     return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_for_reaped_children(pid: int, timeout: float = 5.0) -> bool:
-    """Wait until process ``pid`` has no children left, so their CPU time is in its cutime.
+def children_of(pid: int) -> set[int] | None:
+    """The pids of a process's children, from /proc/PID/task/PID/children (Linux 3.5+)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return None
+    return {int(child) for child in text.split()}
 
-    Reads /proc/PID/task/PID/children (Linux 3.5 and later, CONFIG_PROC_CHILDREN); returns
-    False when the file is missing or children remain after ``timeout`` seconds.
+
+def wait_for_reaped_children(pid: int, earlier: set[int], timeout: float = 5.0) -> bool:
+    """Wait until the children ``pid`` had earlier are reaped, so their CPU is in its cutime.
+
+    The sandbox template always keeps a spare child, so this waits for the earlier ones
+    only (the child that ran the execution was the spare before it). Returns False when
+    /proc cannot tell, or they remain after ``timeout`` seconds.
     """
-    children = Path(f"/proc/{pid}/task/{pid}/children")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            if not children.read_text().strip():
-                return True
-        except OSError:
+        current = children_of(pid)
+        if current is None:
             return False
+        if not current & earlier:
+            return True
         time.sleep(0.005)
     return False
