@@ -2,7 +2,8 @@
 
 The supervisor's reading loop calls the recorder: rows are committed in batches at most
 every ``flush_interval`` seconds while events arrive, and from the loop's idle ticks
-while a long step runs, so the child never waits for a commit.
+while a long step runs. The child waits for a commit only when the socket buffer
+between them is full.
 """
 
 from __future__ import annotations

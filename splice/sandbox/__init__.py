@@ -17,7 +17,7 @@ from splice.engine.events import Event
 
 @dataclass(frozen=True)
 class ExecutionRequest:
-    """What a sandbox needs to start one execution."""
+    """The description of one execution that a sandbox starts."""
 
     execution_id: str
     spec: bytes  # an encoded ExecutionSpec, decoded by the child

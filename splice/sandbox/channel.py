@@ -1,7 +1,8 @@
 """A framed channel over a stream socket: a 4-byte big-endian length, then the payload.
 
-The child buffers frames and flushes them from a background thread, so a step's record
-never waits for the parent; the parent treats every frame as untrusted input.
+The child buffers frames and flushes them from a background thread, so the next step
+does not wait for the parent to read a step's record. The parent treats every frame as
+untrusted input.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ class Limits:
 
 @dataclass
 class Plan:
-    """What the template prepared for its children."""
+    """The template's preparations for its children: protections, paths, limits, filters."""
 
     available: dict[str, bool]
     readable_paths: list[str]
@@ -369,7 +369,7 @@ def _write(group: str, name: str, value: str, *, optional: bool = False) -> None
 
 @dataclass
 class Stage:
-    """What :func:`prepare` set up before the request: the root to pivot into, the rules."""
+    """The state :func:`prepare` leaves before the request: the root to pivot into, rules."""
 
     root: str | None = None  # the assembled root, before the pivot
     ruleset: int | None = None  # a Landlock ruleset with the rules of the shared paths

@@ -133,7 +133,7 @@ class ForkServerSandbox:
         logger.debug("sandbox template started", extra={"pid": self._process.pid})
 
     def _dispatch(self, control: socket.socket, started: dict[str, Future[int]]) -> None:
-        """Route the template's messages to whoever waits for them, until it closes."""
+        """Route the template's messages to the waiting requests, until it closes."""
         while True:
             try:
                 data = control.recv(4096)
