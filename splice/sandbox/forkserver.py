@@ -173,7 +173,9 @@ class ForkServerSandbox:
     def start(self, request: ExecutionRequest) -> ForkedExecution:
         with self._lock:
             if not self._alive():
-                logger.warning("sandbox template process is gone; starting a new one")
+                if self._process is not None:
+                    logger.warning("sandbox template process is gone; starting a new one")
+                self._retire_template()
                 self._spawn_template()
             elif self._forks >= self.settings.sandbox.max_forks:
                 logger.info("sandbox template reached %d forks; replacing it", self._forks)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from .conftest import process_alive, start_sandbox, template_pid, wait_for
@@ -74,3 +76,22 @@ def test_retired_template_exits(replaced):
     """A replaced template process exits."""
     _, pids = replaced
     assert wait_for(lambda: not process_alive(pids[0]))
+
+
+def test_dead_template_replaced(runner_for, tmp_path):
+    """When the template process dies, the next execution starts a new one and succeeds."""
+    import signal
+
+    sandbox = start_sandbox(tmp_path / "dies")
+    try:
+        runner = runner_for(sandbox, CODE)
+        first = runner.run("whoami")
+        old = template_pid(sandbox)
+        os.kill(old, signal.SIGKILL)  # the template this test started
+        wait_for(lambda: sandbox._process is not None and sandbox._process.poll() is not None)
+        second = runner.run("whoami")
+        assert "succeeded" == first.status
+        assert "succeeded" == second.status
+        assert old != template_pid(sandbox)
+    finally:
+        sandbox.close()
