@@ -3,6 +3,7 @@
     SpliceError
     ├── DefinitionError        the integration author: the definition is invalid
     ├── ConfigError            the person running it: a config value is missing or invalid
+    │   └── SettingError       a SPLICE_* setting in the environment is invalid
     ├── UsageError             the person running it: a command-line value is invalid
     ├── ExecutionError         the integration author: the flow failed while running
     │   ├── StepError          one step failed (carries the step path and attempt)
@@ -69,6 +70,15 @@ class ConfigError(SpliceError):
         if fix:
             text += f"; {fix}"
         super().__init__(text)
+
+
+class SettingError(ConfigError):
+    """A ``SPLICE_*`` setting in the environment is invalid (exit code 3, like config)."""
+
+    def __init__(self, message: str, *, setting: str, fix: str = "") -> None:
+        self.setting = setting
+        SpliceError.__init__(self, f"setting {setting} (from the environment): {message}; {fix}")
+        self.variable, self.source, self.fix = setting, "environment", fix
 
 
 class UsageError(SpliceError):

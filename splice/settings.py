@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from splice.errors import ConfigError
+from splice.errors import SettingError
 
 
 def default_data_dir(environ: Mapping[str, str]) -> Path:
@@ -91,17 +91,15 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int) -
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(
+        raise SettingError(
             f"{raw!r} is not a whole number",
-            variable=name,
-            source="environment",
+            setting=name,
             fix=f"set it to at least {minimum}",
         ) from None
     if value < minimum:
-        raise ConfigError(
+        raise SettingError(
             f"{value} is below the minimum of {minimum}",
-            variable=name,
-            source="environment",
+            setting=name,
             fix=f"set it to at least {minimum}",
         )
     return value
@@ -114,17 +112,15 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(
+        raise SettingError(
             f"{raw!r} is not a number of seconds",
-            variable=name,
-            source="environment",
+            setting=name,
             fix="set it to a number such as 900",
         ) from None
     if value <= 0:
-        raise ConfigError(
+        raise SettingError(
             f"{value} must be positive",
-            variable=name,
-            source="environment",
+            setting=name,
             fix="set it to a number of seconds such as 900",
         )
     return value
@@ -136,10 +132,9 @@ def _boolean(env: Mapping[str, str], name: str) -> bool:
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
-    raise ConfigError(
+    raise SettingError(
         f"{raw!r} is not a boolean",
-        variable=name,
-        source="environment",
+        setting=name,
         fix="set it to true or false",
     )
 
@@ -150,10 +145,9 @@ def _protections(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
     for protection in names:
         if protection not in PROTECTIONS:
-            raise ConfigError(
+            raise SettingError(
                 f"{protection!r} is not a sandbox protection",
-                variable=name,
-                source="environment",
+                setting=name,
                 fix=f"use names from: {', '.join(PROTECTIONS)}",
             )
     return names

@@ -143,8 +143,12 @@ def run(
     """
     from splice.sandbox.forkserver import ForkServerSandbox
 
-    # Spawned first, so the template's imports overlap with this process's own.
-    sandbox = ForkServerSandbox()
+    try:
+        # Spawned first, so the template's imports overlap with this process's own.
+        sandbox = ForkServerSandbox()
+    except SpliceError as error:  # an invalid SPLICE_* setting
+        _fail(ctx, error)
+        return
     from splice.local import LocalRun
 
     try:
@@ -444,8 +448,10 @@ def doctor(ctx: click.Context) -> None:
         table.add_row(name, Text("active", style="green"), "")
     disabled = set(sandbox.settings.sandbox.disable)
     for name in sandbox.protections["missing"]:
-        note = "disabled by SPLICE_SANDBOX_DISABLE" if name in disabled else PROTECTION_HELP[name]
-        table.add_row(name, Text("missing", style="red"), note)
+        if name in disabled:
+            table.add_row(name, Text("disabled", style="yellow"), "by SPLICE_SANDBOX_DISABLE")
+        else:
+            table.add_row(name, Text("missing", style="red"), PROTECTION_HELP[name])
     console.print(table)
     for key, value in sandbox.details.items():
         console.print(Text(f"{key}: {value}"))

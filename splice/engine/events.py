@@ -17,6 +17,21 @@ class ErrorInfo(msgspec.Struct, array_like=True, omit_defaults=True):
     traceback: str = ""
 
 
+class StepStartEvent(msgspec.Struct, tag="start", array_like=True, omit_defaults=True):
+    """An attempt of a step (or loop iteration) began; its StepRunEvent follows when it ends.
+
+    The supervisor records a started attempt whose end never came (the child was killed)
+    as failed with the execution's reason.
+    """
+
+    path: str
+    step_id: str
+    kind: str
+    attempt: int
+    started: float
+    action: str | None = None
+
+
 class StepRunEvent(msgspec.Struct, tag="step", array_like=True, omit_defaults=True):
     """One attempt of one step (or one loop iteration) finished."""
 
@@ -62,7 +77,7 @@ class ResultEvent(msgspec.Struct, tag="result", array_like=True, omit_defaults=T
     step_runs: int = 0
 
 
-Event = StepRunEvent | LogEvent | ProgressEvent | ResultEvent
+Event = StepStartEvent | StepRunEvent | LogEvent | ProgressEvent | ResultEvent
 
 encoder = msgspec.msgpack.Encoder()
 decoder = msgspec.msgpack.Decoder(Event)

@@ -20,7 +20,14 @@ from splice.components import find_action
 from splice.components.code import CUSTOMER_FILENAMES
 from splice.definition.expressions import Evaluator, compile_value
 from splice.definition.model import ActionStep, BranchStep, Integration, LoopStep, Step
-from splice.engine.events import ErrorInfo, LogEvent, ProgressEvent, ResultEvent, StepRunEvent
+from splice.engine.events import (
+    ErrorInfo,
+    LogEvent,
+    ProgressEvent,
+    ResultEvent,
+    StepRunEvent,
+    StepStartEvent,
+)
 from splice.engine.inputs import prepare_inputs
 from splice.engine.values import Masker, Recorded, UnrecordableValue, record_value, value_size
 from splice.errors import ExpressionError
@@ -117,6 +124,7 @@ class Runner:
         self._resources: dict[str, Any] = {}
         # Step paths being attempted now, for recording them when the execution is stopped.
         self._running: dict[str, tuple[Step, str, int, float]] = {}
+        self.active_path: str | None = None  # the step attempt that started last
         self._sources = integration.sources  # read once: pydantic private attributes are slow
         self._log_bytes = 0
         self.continued_failures = 0
@@ -214,6 +222,9 @@ class Runner:
         while True:
             started = time.time()
             self._running[path] = (step, kind, attempt, started)
+            self.active_path = path
+            if record_success:  # an iteration reports only its failure, so no start either
+                self._emit(StepStartEvent(path, step.id, kind, attempt, started, _action_of(step)))
             self.current.input_size = 0
             try:
                 output, input_size = attempt_once(attempt)
@@ -402,6 +413,7 @@ class Runner:
             return self._with_policy(step, path, "loop", _raise(exc))
         total = len(items)
         self._running[path] = (step, "loop", 1, started)
+        self._emit(StepStartEvent(path, step.id, "loop", 1, started))
         self._emit(ProgressEvent(path, total, 0, 0))
         results: list[Any] = [None] * total
         errors: list[dict[str, Any]] = []
@@ -558,6 +570,10 @@ def _raise(error: Exception) -> Callable[[int], tuple[Any, int]]:
         raise error
 
     return attempt_once
+
+
+def _action_of(step: Step) -> str | None:
+    return step.action if isinstance(step, ActionStep) else None
 
 
 def _retryable(exc: BaseException) -> bool:

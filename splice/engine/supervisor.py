@@ -11,10 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from splice.blobs import BlobStore
 from splice.config import ConfigValues
 from splice.definition.model import Integration
-from splice.engine.events import Event, LogEvent, ResultEvent, StepRunEvent
+from splice.engine.events import (
+    ErrorInfo,
+    Event,
+    LogEvent,
+    ResultEvent,
+    StepRunEvent,
+    StepStartEvent,
+)
 from splice.engine.recorder import Recorder
 from splice.engine.values import decode
 from splice.errors import ConfigError
@@ -196,14 +205,26 @@ class Supervisor:
             store=self.store, blobs=self.blobs, execution_id=execution_id, scratch_dir=scratch
         )
         result: ResultEvent | None = None
+        open_attempts: dict[str, StepStartEvent] = {}
+        step_runs = 0
         for event in self.sandbox.start(request).events(idle=recorder.flush_if_due):
-            if isinstance(event, ResultEvent):
+            if isinstance(event, StepStartEvent):
+                open_attempts[event.path] = event
+            elif isinstance(event, ResultEvent):
                 result = event
             elif isinstance(event, StepRunEvent | LogEvent):
+                if isinstance(event, StepRunEvent):
+                    open_attempts.pop(event.path, None)
+                    step_runs += 1
                 recorder.add(event)
             if on_event is not None:
                 on_event(event)
         assert result is not None  # a sandboxed execution always ends with a result
+        if open_attempts and result.status == "failed":
+            result = self._close_attempts(recorder, result, open_attempts)
+            step_runs += len(open_attempts)
+        # Counted here, since a child that was killed reports nothing itself.
+        result = msgspec.structs.replace(result, step_runs=step_runs)
         final: dict[str, Any] = {
             "status": result.status,
             "ended_at": now(),
@@ -227,12 +248,33 @@ class Supervisor:
             duration=time.monotonic() - started,
         )
 
+    @staticmethod
+    def _close_attempts(
+        recorder: Recorder, result: ResultEvent, open_attempts: dict[str, StepStartEvent]
+    ) -> ResultEvent:
+        """Record the attempts a killed child never finished as failed with its reason."""
+        error = result.error or ErrorInfo("SandboxError", "the sandboxed child ended early")
+        ended = time.time()
+        for start in sorted(open_attempts.values(), key=lambda attempt: len(attempt.path)):
+            recorder.add(
+                StepRunEvent(
+                    path=start.path, step_id=start.step_id, kind=start.kind, status="failed",
+                    attempt=start.attempt, started=start.started, ended=ended,
+                    action=start.action, error=error,
+                )
+            )  # fmt: skip
+        deepest = max(open_attempts, key=len)
+        return msgspec.structs.replace(result, failed_step=result.failed_step or deepest)
+
     def _protected(self) -> list[Path]:
         """Folders of the platform that no grant may expose."""
         settings = self.settings
         folders = [settings.data_dir, settings.blob_dir, settings.scratch_dir]
         if settings.packages_dir is not None:
             folders.append(settings.packages_dir)
+        database = self.store.database_file()
+        if database is not None:
+            folders.append(database.parent)  # the SQLite file and its -wal and -shm files
         return folders
 
     def _packages(self, integration: Integration) -> Path | None:

@@ -91,7 +91,8 @@ class _OutputLog:
 
     def _log(self, line: bytes) -> None:
         if self.runner is not None:
-            self.runner.log(None, "info", line.decode("utf-8", "replace"))
+            # The step that started last is the best guess at who wrote the line.
+            self.runner.log(self.runner.active_path, "info", line.decode("utf-8", "replace"))
 
 
 WARM_UP = {

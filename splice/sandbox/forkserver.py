@@ -114,10 +114,17 @@ class ForkServerSandbox:
         self.details = ready.get("details", {})
         if ready["missing"] and self.settings.sandbox.require_isolation:
             self._process.kill()
+            disabled = [name for name in ready["missing"] if name in self.settings.sandbox.disable]
+            lacking = [name for name in ready["missing"] if name not in disabled]
+            reasons = []
+            if lacking:
+                reasons.append(f"this host lacks {', '.join(lacking)}")
+            if disabled:
+                reasons.append(f"SPLICE_SANDBOX_DISABLE turns off {', '.join(disabled)}")
             raise SandboxError(
-                "SPLICE_SANDBOX_REQUIRE_ISOLATION is set but this host lacks "
-                f"{', '.join(ready['missing'])}; run `splice doctor` for details, or unset it "
-                "to run with the protections that are available"
+                f"SPLICE_SANDBOX_REQUIRE_ISOLATION is set but {' and '.join(reasons)}; run "
+                "`splice doctor` for details, or unset it to run with the protections "
+                "that are available"
             )
         level = logging.WARNING if ready["missing"] else logging.INFO
         logger.log(

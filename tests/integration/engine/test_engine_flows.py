@@ -214,6 +214,16 @@ def test_loop_order_sequential(local, write_integration):
     assert outcome.result["results"] == [0, 1, 2, 3]
 
 
+def test_loop_step_runs_counted(local, write_integration):
+    """A successful loop records its loop step and one run per item, all succeeded."""
+    body = code("slow", "slow_echo", f"{{value: '{{{{ item }}}}', delays: {DELAYS}}}", 10)
+    outcome = run_flow(local, write_integration, loop("[0, 1, 2]", body))
+    runs = runs_of(local, outcome)
+    assert 4 == outcome.step_runs
+    assert 4 == len(runs)
+    assert {"succeeded"} == {run.status for run in runs}
+
+
 def test_loop_order_concurrent(local, write_integration):
     """With concurrency 4 the results still follow the items, whatever finishes first."""
     body = code("slow", "slow_echo", f"{{value: '{{{{ item }}}}', delays: {DELAYS}}}", 10)

@@ -166,6 +166,18 @@ def test_memory_limit(runner_for, tight):
     assert_next_succeeds(runner)
 
 
+def test_memory_kill_records_step(runner_for, tight):
+    """The step the killed child was running is recorded as failed, with the reason."""
+    runner = runner_for(tight, CODE, SPLICE_EXECUTION_TIMEOUT="20")
+    outcome = runner.run("allocate", block=16 * MIB, blocks=64)
+    runs = runner.local.store.step_runs(outcome.execution_id)
+    failed = [run for run in runs if run.status == "failed"]
+    assert outcome.failed_step is not None
+    assert [outcome.failed_step] == [run.path for run in failed]
+    assert "memory limit" in (failed[0].error_message or "")
+    assert len(runs) == outcome.step_runs
+
+
 def test_fork_bomb_contained(runner_for, tight):
     """Forking without bound hits the process limit; the timeout ends it, the host can fork."""
     runner = runner_for(tight, CODE, SPLICE_EXECUTION_TIMEOUT="2")
