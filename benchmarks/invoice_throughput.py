@@ -80,8 +80,7 @@ class AccountingServer:
                 "127.0.0.1",
                 "--port",
                 "0",
-                "--api-key",
-                api_key,
+                f"--api-key={api_key}",  # one argument: a random key may start with "-"
             ],
             stdout=subprocess.PIPE,
             text=True,

@@ -75,8 +75,7 @@ def start_server(api_key: str) -> subprocess.Popen[str]:
         "127.0.0.1",
         "--port",
         "0",
-        "--api-key",
-        api_key,
+        f"--api-key={api_key}",  # one argument, since a random key may start with "-"
     ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
