@@ -1,9 +1,10 @@
 """Confinement of a sandboxed child: namespaces, a private root, limits, Landlock, seccomp.
 
 The template computes a :class:`Plan` once: which protections this host supports, which
-host paths children may read, and the seccomp program. Each child then calls
-:func:`confine` with its execution's scratch directory and granted folders before any
-customer code runs. Protections the host lacks are skipped and reported, never faked.
+host paths children may read, and the seccomp program. Each child calls :func:`prepare`
+while it waits as the spare, then :func:`enter` with its execution's scratch directory
+and granted folders, before any customer code runs. Protections the host lacks are
+skipped and reported, never faked.
 """
 
 from __future__ import annotations
@@ -433,17 +434,6 @@ def enter(
             linux.load_seccomp_program(plan.seccomp_program)
     except OSError as error:
         raise ConfinementError(f"{error.strerror} ({error.filename or ''})") from error
-
-
-def confine(
-    plan: Plan,
-    *,
-    scratch_dir: str,
-    grants: Iterable[tuple[str, bool]],
-    hostname: str = "splice",
-) -> None:
-    """Confine the calling process in one go: :func:`prepare`, then :func:`enter`."""
-    enter(plan, prepare(plan), scratch_dir=scratch_dir, grants=grants, hostname=hostname)
 
 
 def _drop_privileges(plan: Plan) -> None:

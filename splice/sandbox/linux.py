@@ -248,14 +248,6 @@ def landlock_enforce(ruleset: int) -> None:
         os.close(ruleset)
 
 
-def landlock_restrict(rules: list[tuple[str, int]], abi: int) -> None:
-    """Allow only ``rules`` (path, access bits) for file system access from now on."""
-    ruleset = landlock_ruleset(abi)
-    for path, access in rules:
-        landlock_allow(ruleset, path, access, abi)
-    landlock_enforce(ruleset)
-
-
 # -- seccomp --------------------------------------------------------------------------------
 
 
