@@ -4,6 +4,8 @@
     ├── DefinitionError        the integration author: the definition is invalid
     ├── ConfigError            the person running it: a config value is missing or invalid
     │   └── SettingError       a SPLICE_* setting in the environment is invalid
+    ├── ScheduleError          a cron or time zone is invalid (splice.triggers.schedule)
+    ├── SignatureError         a webhook delivery's signature is invalid (.signatures)
     ├── UsageError             the person running it: a command-line value is invalid
     ├── ExecutionError         the integration author: the flow failed while running
     │   ├── StepError          one step failed (carries the step path and attempt)

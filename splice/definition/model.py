@@ -17,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from splice.triggers.signatures import SignatureSettings
+
 KEY_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 STEP_ID_PATTERN = r"^[a-z_][a-z0-9_]*$"
 CONFIG_TYPES = ("string", "number", "boolean", "list", "json", "secret", "connection")
@@ -87,12 +89,14 @@ class ManualTrigger(_Model):
 class WebhookTrigger(_Model):
     type: Literal["webhook"]
     sync: bool = False
+    signature: SignatureSettings | None = None  # see docs/webhooks.md
 
 
 class ScheduleTrigger(_Model):
     type: Literal["schedule"]
     cron: str
     timezone: str = "UTC"
+    catch_up: Literal["skip", "once"] = "skip"  # after downtime; see docs/schedules.md
 
     @field_validator("cron")
     @classmethod

@@ -26,7 +26,9 @@ from splice.definition.model import (
     ConfigVariable,
     Integration,
     LoopStep,
+    ScheduleTrigger,
     Step,
+    WebhookTrigger,
 )
 from splice.errors import Problem
 from splice.sdk._component import describe_type, type_matches
@@ -73,6 +75,7 @@ def validate_integration(
     config_names = set(integration.config)
     for flow_name, flow in integration.flows.items():
         loc: Loc = ["flows", flow_name]
+        problems.extend(_check_trigger(flow.trigger, [*loc, "trigger"], integration))
         all_ids = _collect_ids(flow.steps, [*loc, "steps"], problems)
         scope = _Scope(config=config_names, steps=set(), later=set(all_ids))
         top_ids = _walk(flow.steps, [*loc, "steps"], scope, problems, sources, base_dir)
@@ -80,6 +83,31 @@ def validate_integration(
             result_scope = _Scope(config=config_names, steps=top_ids, later=set(all_ids))
             problems.extend(_check_expression(flow.result, [*loc, "result"], result_scope))
     return problems, sources
+
+
+def _check_trigger(trigger: Any, loc: Loc, integration: Integration) -> list[Located]:
+    """Check what the trigger's shape cannot: a cron that never fires, the signing secret."""
+    if isinstance(trigger, ScheduleTrigger) and "{{" not in trigger.cron:
+        from splice.triggers.schedule import Schedule, ScheduleError
+
+        try:
+            Schedule(trigger.cron, trigger.timezone)
+        except ScheduleError as error:
+            message = str(error).removesuffix(f"; {error.fix}")
+            return [Located([*loc, "cron"], message, error.fix)]
+    if isinstance(trigger, WebhookTrigger) and trigger.signature is not None:
+        name = trigger.signature.secret
+        variable = integration.config.get(name)
+        if variable is None or variable.type != "secret":
+            found = "is not declared" if variable is None else f"is a {variable.type}"
+            return [
+                Located(
+                    [*loc, "signature", "secret"],
+                    f"the signing secret names config variable {name!r}, which {found}",
+                    f"declare `{name}: {{type: secret, required: true}}` under `config:`",
+                )
+            ]
+    return []
 
 
 def _check_default(name: str, variable: ConfigVariable) -> list[Located]:
