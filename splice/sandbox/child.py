@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,11 @@ def warm_up(scratch_dir: Path) -> None:
         masker=Masker([]),
     )  # fmt: skip
     runner.run()
+    # The first thread of a process costs far more than the next ones (the C library
+    # sets up its stack cache), so pay for it here; this thread ends before confinement.
+    thread = threading.Thread(target=int)
+    thread.start()
+    thread.join()
 
 
 def run_child(sock: socket.socket, plan: Plan, stage: Stage) -> int:

@@ -141,6 +141,7 @@ def make_plan(
     program = b""
     if linux_host and seccomp.available():
         program = seccomp.build_filter()
+        linux.prepare_seccomp_program(program)
         available["seccomp"] = True
     abi = linux.landlock_abi() if linux_host else 0
     available["landlock"] = abi > 0

@@ -251,13 +251,25 @@ def landlock_enforce(ruleset: int) -> None:
 # -- seccomp --------------------------------------------------------------------------------
 
 
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+# Built programs by their bytes: the template builds one before forking, so a child only
+# makes the system call.
+_programs: dict[bytes, tuple[_SockFprog, ctypes.Array[ctypes.c_char]]] = {}
+
+
+def prepare_seccomp_program(program: bytes) -> None:
+    """Build the kernel structure for ``program`` ahead of :func:`load_seccomp_program`."""
+    if program not in _programs:
+        filters = ctypes.create_string_buffer(program, len(program))
+        fprog = _SockFprog(len(program) // 8, ctypes.cast(filters, ctypes.c_void_p))
+        _programs[program] = (fprog, filters)  # the buffer must live as long as the struct
+
+
 def load_seccomp_program(program: bytes) -> None:
     """Install a classic BPF seccomp filter given as raw ``struct sock_filter`` entries."""
-    count = len(program) // 8
-    filters = ctypes.create_string_buffer(program, len(program))
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-    fprog = SockFprog(count, ctypes.cast(filters, ctypes.c_void_p))
+    prepare_seccomp_program(program)
+    fprog, _ = _programs[program]
     _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0))
