@@ -18,7 +18,7 @@ from splice.store import tables
 
 logger = logging.getLogger(__name__)
 
-HEAD_REVISION = "0001"  # the newest migration under migrations/versions
+HEAD_REVISION = "0002"  # the newest migration under migrations/versions
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -89,4 +90,21 @@ logs = Table(
     Column("time", DateTime(), nullable=False),
     Column("message", Text(), nullable=False),
     Index("ix_logs_execution_sequence", "execution_id", "sequence"),
+)
+
+# One row per queued execution, for splice.queue.database. A claim may take a row from
+# available_at on. A claimed row carries its consumer and lease, and an acknowledged row is
+# deleted.
+queue_entries = Table(
+    "queue_entries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column("execution_id", String(36), nullable=False),
+    Column("enqueued_at", DateTime(), nullable=False),
+    Column("available_at", DateTime(), nullable=False),
+    Column("consumer", String(200)),
+    Column("lease_until", DateTime()),
+    Column("deliveries", Integer(), nullable=False, default=0),
+    UniqueConstraint("execution_id", name="uq_queue_entries_execution_id"),
+    Index("ix_queue_entries_claim", "available_at", "id"),
 )
