@@ -126,7 +126,7 @@ def cpu_seconds(pid: int | str, *, reaped_children: bool = False) -> float:
 
 
 def children_of(pid: int) -> set[int] | None:
-    """The pids of a process's children, from /proc/PID/task/PID/children (Linux 3.5+)."""
+    """Return the pids of a process's children, from /proc/PID/task/PID/children (Linux 3.5+)."""
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     except OSError:

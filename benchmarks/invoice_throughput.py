@@ -11,7 +11,7 @@ accounting API on a free port of 127.0.0.1, and measures:
   step run is committed to SQLite;
 - ``splice c=4``: the same flow with ``concurrency: 4`` on the invoice loop.
 
-Each run checks that the API stored one record per invoice and that the database holds
+Each run checks that the API stored one record per invoice and that the database contains
 3 step runs per invoice plus the list, loop and summary steps.
 
 Usage: .venv/bin/python benchmarks/invoice_throughput.py [--quick] [--profile]

@@ -11,7 +11,7 @@ from splice.errors import SettingError
 
 
 def default_data_dir(environ: Mapping[str, str]) -> Path:
-    """``$XDG_DATA_HOME/splice``, which is ``~/.local/share/splice`` unless XDG says otherwise."""
+    """``$XDG_DATA_HOME/splice``, which is ``~/.local/share/splice`` unless XDG_DATA_HOME is set."""
     base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "splice"
 
@@ -59,10 +59,10 @@ class Settings:
     database_url: str  # SPLICE_DATABASE_URL; SQLite under the data directory by default
     blob_dir: Path  # SPLICE_BLOB_DIR; DATA_DIR/blobs by default
     scratch_dir: Path  # SPLICE_SCRATCH_DIR; DATA_DIR/scratch by default
+    packages_dir: Path  # SPLICE_PACKAGES_DIR; DATA_DIR/packages by default
     spill_threshold: int = 256 * 1024  # SPLICE_SPILL_THRESHOLD, bytes
     execution_timeout: float = 3600.0  # SPLICE_EXECUTION_TIMEOUT, seconds
     log_limit: int = 10 * 1024 * 1024  # SPLICE_LOG_LIMIT, bytes of log text per execution
-    packages_dir: Path | None = None  # SPLICE_PACKAGES_DIR; DATA_DIR/packages by default
     pip_args: str = ""  # SPLICE_PIP_ARGS: extra pip options for installing requirements
     sandbox: SandboxSettings = field(default_factory=lambda: SandboxSettings())
 

@@ -45,7 +45,7 @@ class RunSettings:
 
 
 class Stopped(BaseException):
-    """Raised in the main thread when the supervisor asks the execution to stop now.
+    """Raised in the main thread when the supervisor requests that the execution stop now.
 
     A BaseException, so that customer code catching Exception does not swallow it.
     """

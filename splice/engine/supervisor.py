@@ -133,6 +133,9 @@ class Supervisor:
         self.blobs = blobs
         self.sandbox = sandbox
         self.settings = settings
+        # The integrations dumped so far, kept so their ids stay theirs. NOTE: one entry per
+        # integration object, never evicted; a long-running service needs a bound here.
+        self._dumps: dict[int, tuple[Integration, dict[str, Any]]] = {}
 
     def execute(
         self,
@@ -181,7 +184,7 @@ class Supervisor:
         execution_id, scratch = launch.execution_id, launch.scratch
         spec = execution_spec.ExecutionSpec(
             execution_id=execution_id,
-            integration=launch.integration.model_dump(mode="json", by_alias=True),
+            integration=self._definition(launch.integration),
             sources=dict(launch.integration.sources),
             flow=launch.flow,
             config=launch.config.values,
@@ -266,12 +269,23 @@ class Supervisor:
         deepest = max(open_attempts, key=len)
         return msgspec.structs.replace(result, failed_step=result.failed_step or deepest)
 
+    def _definition(self, integration: Integration) -> dict[str, Any]:
+        """Dump the definition for the child once per integration object, not per execution."""
+        cached = self._dumps.get(id(integration))
+        if cached is None or cached[0] is not integration:
+            cached = (integration, integration.model_dump(mode="json", by_alias=True))
+            self._dumps[id(integration)] = cached
+        return cached[1]
+
     def _protected(self) -> list[Path]:
         """Folders of the platform that no grant may expose."""
         settings = self.settings
-        folders = [settings.data_dir, settings.blob_dir, settings.scratch_dir]
-        if settings.packages_dir is not None:
-            folders.append(settings.packages_dir)
+        folders = [
+            settings.data_dir,
+            settings.blob_dir,
+            settings.scratch_dir,
+            settings.packages_dir,
+        ]
         database = self.store.database_file()
         if database is not None:
             folders.append(database.parent)  # the SQLite file and its -wal and -shm files
@@ -281,10 +295,9 @@ class Supervisor:
         """Install the integration's requirements once; return their folder, if any."""
         if not integration.requirements:
             return None
-        root = self.settings.packages_dir or self.settings.data_dir / "packages"
         return ensure_packages(
             integration.requirements,
-            root=root,
+            root=self.settings.packages_dir,
             pip_args=self.settings.pip_args,
             source=integration.source_path,
         )

@@ -235,7 +235,7 @@ class DatabaseQueue:
     def ack(self, consumer: str, entry: QueueEntry) -> None:
         """Delete a finished entry. Call this only after the execution's final record is committed.
 
-        An entry that the consumer no longer holds is left in place, and a warning is logged.
+        An entry that the consumer no longer owns is left in place, and a warning is logged.
         """
         try:
             with self.store.engine.begin() as connection:

@@ -130,8 +130,8 @@ def warm_up(scratch_dir: Path) -> None:
         masker=Masker([]),
     )  # fmt: skip
     runner.run()
-    # The first thread of a process costs far more than the next ones (the C library
-    # sets up its stack cache), so pay for it here; this thread ends before confinement.
+    # The first thread of a process costs far more than the next ones, because the C
+    # library sets up its stack cache. Pay for it here: this thread ends before confinement.
     thread = threading.Thread(target=int)
     thread.start()
     thread.join()

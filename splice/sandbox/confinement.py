@@ -468,7 +468,7 @@ def _build_shared_root(plan: Plan) -> str:
     linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
     linux.mount("tmpfs", root, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=1m,mode=0755")
     # A private /tmp first, so that binds below /tmp (a scratch folder there) land inside
-    # it; its files count against the execution's memory and vanish with it.
+    # it. Its files count against the execution's memory and vanish with it.
     os.makedirs(root + "/tmp")
     linux.mount(
         "tmpfs", root + "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,

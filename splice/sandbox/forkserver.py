@@ -75,7 +75,7 @@ class ForkServerSandbox:
         }
         self.settings.scratch_dir.mkdir(parents=True, exist_ok=True)
         self._forks = 0
-        # Each template gets its own table of pending requests: the dispatch thread of a
+        # Each template gets its own table of pending requests, so the dispatch thread of a
         # replaced template fails only the requests that template was sent.
         self._started = {}
         self._process = subprocess.Popen(
@@ -351,7 +351,7 @@ class ForkedExecution:
         now = time.monotonic()
         if now >= self._deadline and self._stop_requested is None:
             # Ask the child to record the steps it is running, then stop it for good. The
-            # frame tells the child's handler that the signal came from here.
+            # frame lets the child's handler check that the signal came from here.
             with contextlib.suppress(OSError):
                 self._sock.sendall(HEADER.pack(len(STOP_FRAME)) + STOP_FRAME)
             with contextlib.suppress(ProcessLookupError):

@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 def _preload() -> None:
     """Import and warm everything an execution uses, so children start with it loaded."""
-    # httpx imports its command-line tool (click, rich) when they are installed; children
+    # httpx imports its command-line tool (click, rich) when they are installed. Children
     # never need it, and every megabyte of the template is copied at each fork.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     import splice.components as components
@@ -213,7 +213,7 @@ class Template:
 
     def drain(self) -> None:
         if self.spare is not None:
-            self.spare[1].close()  # the spare child sees the end of its socket and exits
+            self.spare[1].close()  # the spare child reads the end of its socket and exits
             self.spare = None
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         while self.cgroups:
@@ -258,7 +258,7 @@ def main(control_fd: int, config: dict[str, Any]) -> None:
     control = socket.socket(fileno=control_fd)
     _preload()
     plan = _plan(config)
-    # Children share the template's pages until they write to them; a garbage collection
+    # Children share the template's pages until they write to them. A garbage collection
     # in a child would touch every preloaded object, so freeze them out of its reach.
     gc.collect()
     gc.freeze()

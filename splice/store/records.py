@@ -121,7 +121,7 @@ class RecordStore:
         self.engine.dispose()
 
     def database_file(self) -> Path | None:
-        """The SQLite database file, or None for a database on a server."""
+        """Return the SQLite database file, or None for a database on a server."""
         parsed = make_url(self.url)
         if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
             return None

@@ -156,7 +156,7 @@ def _parse_xml(media_type: str, charset: str | None, body: bytes) -> ParsedBody:
         raise InvalidBodyError(f"the body {message}") from None
     except (LookupError, ValueError) as error:
         # xml.parse reports a bad encoding declaration as ActionError; these remain as a
-        # guard, since a body must never make the webhook answer with a server error.
+        # guard, since a body must never make the webhook return a server error.
         raise InvalidBodyError(
             f"the body's XML declaration names an encoding that cannot be read: {error}"
         ) from None

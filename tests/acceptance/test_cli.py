@@ -242,7 +242,7 @@ def test_run_missing_config(splice, tmp_path):
 
 
 def test_run_failing_flow(splice, tmp_path):
-    """A failing flow exits 1 and says which step failed."""
+    """A failing flow exits 1 and names the failed step."""
     completed = splice(
         "run", str(write_simple(tmp_path)), "--flow", "broken", "--config", "greeting=hi"
     )
@@ -314,7 +314,7 @@ def test_executions_show(splice, server, tmp_path):
 
 
 def test_executions_show_unknown(splice):
-    """An unknown execution id exits 2 and tells how to list ids."""
+    """An unknown execution id exits 2 with how to list ids."""
     shown = splice("executions", "show", "0000000000")
     assert shown.returncode == 2
     assert "splice executions list" in shown.stderr

@@ -99,7 +99,7 @@ def test_step_records(local, write_integration):
 
 
 def test_execution_record(local, write_integration):
-    """The execution record holds the status, counts and the last step's output as result."""
+    """The execution record contains the status, counts and the last step's output as result."""
     outcome = run_flow(local, write_integration, TWO_STEPS)
     record = local.store.get_execution(outcome.execution_id)
     assert record is not None
@@ -149,7 +149,7 @@ BRANCH = (
 
 
 def test_branch_first_match(local, write_integration):
-    """The first case whose condition holds runs, and only that one."""
+    """The first case whose condition is true runs, and only that one."""
     outcome = run_flow(
         local, write_integration, BRANCH, trigger={"type": "manual", "body": {"n": 20}}
     )

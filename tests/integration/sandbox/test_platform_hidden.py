@@ -59,7 +59,7 @@ def write(context, *, paths):
 
 @pytest.fixture(scope="module")
 def marked_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServerSandbox]:
-    """A template started while the worker's environment holds a marker variable."""
+    """A template started while the worker's environment contains a marker variable."""
     os.environ[MARKER] = MARKER_VALUE
     try:
         sandbox = start_sandbox(tmp_path_factory.mktemp("marked"))
@@ -106,7 +106,7 @@ def test_marker_not_in_proc(looked):
 
 
 def test_worker_not_in_proc(looked):
-    """The worker's /proc entry is not visible: the child sees only its own pid namespace."""
+    """The worker's /proc entry is not visible: the child has only its own pid namespace."""
     _, found = looked
     assert "ENOENT" == found["parent_environ"]
     assert ["1"] == found["processes"]

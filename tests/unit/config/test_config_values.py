@@ -99,7 +99,7 @@ def test_flag_conversion_error(integration, assignment, message):
 
 
 def test_flag_without_equals(integration):
-    """--config without = says how to write it."""
+    """--config without = shows how to write it."""
     error = error_of(integration, "count")
     assert error.fix == "write --config name=value"
 

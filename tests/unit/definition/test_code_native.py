@@ -165,7 +165,7 @@ def test_python_model_error(write_integration):
 
 
 def test_python_without_integration(write_integration):
-    """A module without a top-level `integration` says what to assign."""
+    """A module without a top-level `integration` names what to assign."""
     path = write_integration("x = 1\n", name="integration.py")
     with pytest.raises(DefinitionError) as raised:
         load_integration(path)

@@ -113,7 +113,7 @@ def test_missing_top_level_key(write_integration, missing):
 
 
 def test_step_without_kind(write_integration):
-    """A step with neither action, loop nor branch says which keys make a step."""
+    """A step with neither action, loop nor branch names the keys that make a step."""
     problem = only_problem(write_integration, HEADER + "      - id: a\n        inputs: {}\n")
     assert problem.message == "a step needs one of `action`, `loop` or `branch`"
     assert (problem.line, problem.column) == (7, 9)

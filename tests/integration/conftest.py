@@ -1,8 +1,4 @@
-"""Databases for queue tests: a SQLite file, and a fresh PostgreSQL database.
-
-These copy the fixtures of tests/integration/store/conftest.py, because pytest does not
-share fixtures between sibling folders.
-"""
+"""Databases for integration tests: a SQLite file, and a fresh PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -51,7 +47,7 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each queue test runs once on SQLite and once on PostgreSQL."""
+    """A test using this fixture runs once on SQLite and once on PostgreSQL."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'records.db'}"
     return request.getfixturevalue("postgres_url")
