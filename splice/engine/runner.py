@@ -29,7 +29,15 @@ from splice.engine.events import (
     StepStartEvent,
 )
 from splice.engine.inputs import prepare_inputs
-from splice.engine.values import Masker, Recorded, UnrecordableValue, record_value, value_size
+from splice.engine.values import (
+    MASK,
+    Masker,
+    Recorded,
+    UnrecordableValue,
+    decode,
+    record_value,
+    value_size,
+)
 from splice.errors import ExpressionError
 from splice.sdk import ActionContext, ActionError
 
@@ -108,6 +116,8 @@ class Runner:
         masker: Masker,
         settings: RunSettings = RunSettings(),
         working_dir: Path | None = None,
+        checkpoints: Mapping[str, Recorded] | None = None,
+        attempts: Mapping[str, int] | None = None,
     ) -> None:
         self.integration = integration
         self.flow = integration.flows[flow]
@@ -119,6 +129,10 @@ class Runner:
         self.settings = settings
         self.working_dir = working_dir
         self._emit = emit
+        # Outputs of the steps an earlier run of this execution completed, by path. Each is
+        # used once: a step that a retry of its loop iteration or branch reaches again runs.
+        self._checkpoints = dict(checkpoints or {})
+        self._attempts = dict(attempts or {})  # the last attempt recorded before, by path
         self._lock = threading.Lock()
         self._evaluators: dict[tuple[int, str], Evaluator] = {}
         self._resources: dict[str, Any] = {}
@@ -194,6 +208,9 @@ class Runner:
         return output
 
     def _run_step(self, step: Step, scope: dict[str, Any], path: str) -> Any:
+        restored, output = self._restore(path)
+        if restored:
+            return output
         if isinstance(step, LoopStep):
             return self._run_loop(step, scope, path)
         if isinstance(step, BranchStep):
@@ -204,6 +221,35 @@ class Runner:
         return self._with_policy(
             step, path, "action", lambda attempt: self._invoke(step, scope, path, attempt)
         )
+
+    def _restore(self, path: str) -> tuple[bool, Any]:
+        """Return (True, output) for a step completed by an earlier run, else (False, None).
+
+        A completed loop or branch is restored whole, so the steps inside it never run.
+        """
+        recorded = self._checkpoints.pop(path, None)
+        if recorded is None:
+            return False, None
+        data = recorded.data
+        if data is None:
+            assert recorded.file is not None
+            staged = self.scratch_dir / recorded.file
+            data = staged.read_bytes()
+            staged.unlink()  # so it does not count against the scratch limit
+        if self.masker and MASK.encode() in data:
+            # The record has secrets masked, so it is not the value the next steps need.
+            self.log(
+                path,
+                "info",
+                "the step's recorded output has secrets masked, so the step runs again "
+                "instead of resuming from it",
+            )
+            return False, None
+        return True, decode(data, recorded.encoding)
+
+    def _first_attempt(self, path: str) -> int:
+        """Number the attempts of a step after those an earlier run recorded."""
+        return self._attempts.pop(path, 0) + 1
 
     # -- error policy ---------------------------------------------------------------------
 
@@ -218,7 +264,7 @@ class Runner:
         record_success: bool = True,
     ) -> Any:
         """Run ``attempt_once`` under the step's on_error policy and record each attempt."""
-        attempt = 1
+        attempt = self._first_attempt(path)
         while True:
             started = time.time()
             self._running[path] = (step, kind, attempt, started)
@@ -412,8 +458,9 @@ class Runner:
         except Exception as exc:
             return self._with_policy(step, path, "loop", _raise(exc))
         total = len(items)
-        self._running[path] = (step, "loop", 1, started)
-        self._emit(StepStartEvent(path, step.id, "loop", 1, started))
+        attempt = self._first_attempt(path)
+        self._running[path] = (step, "loop", attempt, started)
+        self._emit(StepStartEvent(path, step.id, "loop", attempt, started))
         self._emit(ProgressEvent(path, total, 0, 0))
         results: list[Any] = [None] * total
         errors: list[dict[str, Any]] = []
@@ -440,7 +487,7 @@ class Runner:
         except _StepFailed as failure:
             del self._running[path]
             self._step_run(
-                step, path, "loop", "failed", 1, started, time.time(), error=failure.error
+                step, path, "loop", "failed", attempt, started, time.time(), error=failure.error
             )
             raise
         del self._running[path]
@@ -456,7 +503,7 @@ class Runner:
             path,
             "loop",
             "succeeded",
-            1,
+            attempt,
             started,
             time.time(),
             input_size=value_size(items),

@@ -39,6 +39,13 @@ class SandboxedExecution(Protocol):
         """Stop the execution now; ``events`` then ends with a failed result naming ``reason``."""
         ...
 
+    def cancel(self, message: str) -> None:
+        """Stop the execution as its deadline does; it ends failed with the error Cancelled.
+
+        The child first records the steps it is running as failed with ``message``.
+        """
+        ...
+
 
 class Sandbox(Protocol):
     def start(self, request: ExecutionRequest) -> SandboxedExecution: ...

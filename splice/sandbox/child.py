@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -15,14 +16,17 @@ from typing import Any
 from splice.definition.model import Integration
 from splice.engine import events
 from splice.engine.events import ErrorInfo, ResultEvent
+from splice.engine.requests import webhook_trigger
 from splice.engine.runner import Runner, RunSettings, Stopped
 from splice.engine.values import Masker
+from splice.sandbox import linux
 from splice.sandbox import spec as execution_spec
 from splice.sandbox.channel import FrameWriter, receive_frame, send_frame
 from splice.sandbox.confinement import ConfinementError, Plan, Stage, enter
+from splice.sandbox.spec import CANCEL_FRAME, CANCELLED_MESSAGE, STOP_FRAME
 
-STOP_FRAME = b"stop"  # what the supervisor sends before its SIGTERM at the deadline
 OUTPUT_DRAIN_WAIT = 0.2  # seconds to wait for the last output of descriptors 1 and 2
+PR_SET_PDEATHSIG = 1  # prctl option: the signal this process gets when its parent dies
 
 
 class _PrintCapture(io.TextIOBase):
@@ -150,6 +154,10 @@ def run_child(sock: socket.socket, plan: Plan, stage: Stage) -> int:
         )
         send_frame(sock, events.encoder.encode(failure))
         return 0
+    # Set after the drop of privileges, which clears it. The template kills its children
+    # when the supervisor's process dies; this covers the template's own death.
+    with contextlib.suppress(OSError):
+        linux.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     _enter(spec, private_tmp=plan.available["private-root"])
     _stop_on_sigterm(spec.timeout, sock)
     output = _OutputLog()
@@ -171,7 +179,7 @@ def run_child(sock: socket.socket, plan: Plan, stage: Stage) -> int:
 
 
 def _stop_on_sigterm(timeout: float, sock: socket.socket) -> None:
-    """Turn the supervisor's SIGTERM at the deadline into Stopped in the main thread.
+    """Turn the supervisor's SIGTERM at the deadline or on cancel into Stopped in the main thread.
 
     A SIGTERM that customer code sends to itself finds no stop frame and is ignored.
     """
@@ -181,14 +189,18 @@ def _stop_on_sigterm(timeout: float, sock: socket.socket) -> None:
             request = sock.recv(64, socket.MSG_DONTWAIT)
         except OSError:
             request = b""
-        if not request.endswith(STOP_FRAME):
+        if request.endswith(CANCEL_FRAME):
+            kind, message = "Cancelled", CANCELLED_MESSAGE
+        elif request.endswith(STOP_FRAME):
+            kind = "ExecutionTimeout"
+            message = (
+                f"the execution ran past its wall-clock limit of {timeout:g} s and was stopped; "
+                "raise the limit with SPLICE_EXECUTION_TIMEOUT or make the flow faster"
+            )
+        else:
             return
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stop once; the supervisor then kills
-        raise Stopped(
-            "ExecutionTimeout",
-            f"the execution ran past its wall-clock limit of {timeout:g} s and was stopped; "
-            "raise the limit with SPLICE_EXECUTION_TIMEOUT or make the flow faster",
-        )
+        raise Stopped(kind, message)
 
     signal.signal(signal.SIGTERM, stop)
 
@@ -216,12 +228,14 @@ def _run(spec: execution_spec.ExecutionSpec, emit: Any, output: _OutputLog) -> R
             flow=spec.flow,
             execution_id=spec.execution_id,
             config=spec.config,
-            trigger=spec.trigger,
+            trigger=_trigger(spec),
             emit=emit,
             scratch_dir=Path(spec.scratch_dir),
             masker=Masker(spec.secrets),
             settings=RunSettings(spill_threshold=spec.spill_threshold, log_limit=spec.log_limit),
             working_dir=Path(spec.working_dir) if spec.working_dir else None,
+            checkpoints=spec.checkpoints,
+            attempts=spec.attempts,
         )
     except Exception as error:  # a spec the child cannot use is a platform fault
         return ResultEvent(
@@ -237,3 +251,23 @@ def _run(spec: execution_spec.ExecutionSpec, emit: Any, output: _OutputLog) -> R
         sys.stdout.flush()
         sys.stderr.flush()
         sys.stdout, sys.stderr = stdout, stderr
+
+
+def _trigger(spec: execution_spec.ExecutionSpec) -> dict[str, Any]:
+    """Return the trigger mapping: as given, or built here from the webhook request."""
+    request = spec.request
+    if request is None:
+        return spec.trigger
+    body = request.body
+    if request.body_file is not None:
+        # Staged by the supervisor; deleted once read, so it does not count against the
+        # scratch limit for the rest of the execution.
+        path = Path(spec.scratch_dir) / request.body_file
+        body = path.read_bytes()
+        path.unlink()
+    return webhook_trigger(
+        method=request.method,
+        headers=request.headers,
+        query_string=request.query_string,
+        body=body,
+    )

@@ -16,6 +16,7 @@ from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future
 from itertools import count
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -24,6 +25,7 @@ from splice.engine.events import ErrorInfo, Event, ResultEvent
 from splice.errors import SandboxError
 from splice.sandbox import ExecutionRequest
 from splice.sandbox.channel import HEADER, ChannelError, FrameReader
+from splice.sandbox.spec import CANCEL_FRAME, RETIRE_MESSAGE, STOP_FRAME
 from splice.settings import SandboxSettings, Settings
 
 logger = logging.getLogger(__name__)
@@ -31,12 +33,20 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT = 60.0  # seconds for the template to import what executions need
 EXIT_WAIT = 2.0  # seconds to wait for a child's exit code after its channel closed
 SCRATCH_CHECK_INTERVAL = 0.5  # seconds between checks of an execution's scratch usage
-STOP_FRAME = b"stop"  # sent to the child before SIGTERM at the deadline
 STOP_GRACE = 2.0  # seconds a child gets to record its running steps after SIGTERM
+CLOSE_WAIT = 5.0  # seconds close() waits for running executions before stopping them
+
+
+Started = Future[tuple[int, Future[tuple[int, str | None]]]]
 
 
 class ForkServerSandbox:
-    """Starts a template process once and forks one child per execution from it."""
+    """Starts a template process once and forks one child per execution from it.
+
+    ``start`` may be called from several threads at once. One lock guards the template,
+    its control socket and the tables of pending requests, and each request is sent while
+    it is held, so a request always goes to the template whose table waits for its reply.
+    """
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
@@ -45,10 +55,11 @@ class ForkServerSandbox:
         self._forks = 0
         self._lock = threading.Lock()
         self._ids = count(1)
-        self._started: dict[str, Future[int]] = {}
+        self._started: dict[str, Started] = {}
         self._exits: dict[int, Future[tuple[int, str | None]]] = {}
         self._process: subprocess.Popen[bytes] | None = None
-        self._retired: list[subprocess.Popen[bytes]] = []  # replaced templates, still exiting
+        # Replaced templates, with their control sockets, until their last children exit.
+        self._retired: list[tuple[subprocess.Popen[bytes], socket.socket]] = []
         self._control: socket.socket | None = None
         self._ready = False
         # The template imports in its own process while this one goes on; the first
@@ -139,7 +150,7 @@ class ForkServerSandbox:
         ).start()
         logger.debug("sandbox template started", extra={"pid": self._process.pid})
 
-    def _dispatch(self, control: socket.socket, started: dict[str, Future[int]]) -> None:
+    def _dispatch(self, control: socket.socket, started: dict[str, Started]) -> None:
         """Route the template's messages to the waiting requests, until it closes."""
         while True:
             try:
@@ -151,23 +162,38 @@ class ForkServerSandbox:
             message = msgspec.msgpack.decode(data)
             with self._lock:
                 if "started" in message:
-                    future = started.pop(message["started"], None)
-                    if future is None:
-                        continue
-                    if "error" in message:
-                        future.set_exception(SandboxError(message["error"]))
-                    else:
-                        future.set_result(message["pid"])
+                    self._route_started(message, started)
                 elif "exited" in message:
-                    exit_future = self._exits.setdefault(message["exited"], Future())
-                    exit_future.set_result((message["code"], message.get("reason")))
+                    # Popped here, so that a later child with the same pid gets a new entry.
+                    exit_future = self._exits.pop(message["exited"], None)
+                    if exit_future is not None:
+                        exit_future.set_result((message["code"], message.get("reason")))
         with self._lock:
             for future in started.values():
                 future.set_exception(SandboxError("the sandbox template process exited"))
             started.clear()
+            control.close()
+
+    def _route_started(self, message: dict[str, Any], started: dict[str, Started]) -> None:
+        future = started.pop(message["started"], None)
+        if future is None:
+            return  # its request timed out; the child finds its socket closed and exits
+        if "error" in message:
+            future.set_exception(SandboxError(message["error"]))
+            return
+        # Registered before the reply is handed on: the template sends the child's exit
+        # after its start, on the same socket, so it always finds this entry.
+        exit_future: Future[tuple[int, str | None]] = Future()
+        self._exits[message["pid"]] = exit_future
+        future.set_result((message["pid"], exit_future))
 
     def _alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return (
+            self._process is not None
+            and self._process.poll() is None
+            and self._control is not None
+            and self._control.fileno() != -1  # the dispatch thread closes it at the end
+        )
 
     # -- executions -----------------------------------------------------------------------
 
@@ -178,23 +204,6 @@ class ForkServerSandbox:
                 self._await_ready()
 
     def start(self, request: ExecutionRequest) -> ForkedExecution:
-        with self._lock:
-            if not self._alive():
-                if self._process is not None:
-                    logger.warning("sandbox template process is gone; starting a new one")
-                self._retire_template()
-                self._spawn_template()
-            elif self._forks >= self.settings.sandbox.max_forks:
-                logger.info("sandbox template reached %d forks; replacing it", self._forks)
-                self._retire_template()
-                self._spawn_template()
-            self._retired = [process for process in self._retired if process.poll() is None]
-            if not self._ready:
-                self._await_ready()
-            request_id = str(next(self._ids))
-            self._forks += 1
-            started: Future[int] = Future()
-            self._started[request_id] = started
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # Queue as much of the spec as the socket buffer takes before the child exists, so
         # the child can start on it while the template's reply is on its way back.
@@ -205,61 +214,106 @@ class ForkServerSandbox:
         except BlockingIOError:
             sent = 0
         parent_end.setblocking(True)
-        assert self._control is not None
         try:
-            socket.send_fds(self._control, [request_id.encode()], [child_end.fileno()])
+            started = self._request_fork(child_end)
+        except BaseException:
+            parent_end.close()
+            raise
         finally:
             child_end.close()
         try:
-            pid = started.result(timeout=START_TIMEOUT)
+            pid, exit_future = started.result(timeout=START_TIMEOUT)
         except Exception as error:
             parent_end.close()
             raise SandboxError(
                 f"could not fork a child for execution {request.execution_id}: {error}"
             ) from None
-        with self._lock:
-            exit_future = self._exits.setdefault(pid, Future())
         if sent < len(frame):
             parent_end.sendall(frame[sent:])
         return ForkedExecution(
             request, pid, parent_end, exit_future, self._forget_exit, self.settings.sandbox
         )
 
+    def _request_fork(self, child_end: socket.socket) -> Started:
+        """Send a fork request with the child's socket to a ready template."""
+        with self._lock:
+            if not self._alive():
+                if self._process is not None:
+                    logger.warning("sandbox template process is gone; starting a new one")
+                self._retire_template()
+                self._spawn_template()
+            elif self._forks >= self.settings.sandbox.max_forks:
+                logger.info("sandbox template reached %d forks; replacing it", self._forks)
+                self._retire_template()
+                self._spawn_template()
+            self._retired = [entry for entry in self._retired if entry[0].poll() is None]
+            if not self._ready:
+                self._await_ready()
+            assert self._control is not None
+            request_id = str(next(self._ids))
+            self._forks += 1
+            started: Started = Future()
+            self._started[request_id] = started
+            try:
+                socket.send_fds(self._control, [request_id.encode()], [child_end.fileno()])
+            except OSError as error:
+                self._started.pop(request_id, None)
+                raise SandboxError(
+                    f"could not send a fork request to the sandbox template: {error}"
+                ) from None
+        return started
+
     def _retire_template(self) -> None:
-        """Close the old template's control socket; it exits, its children run on."""
-        if self._control is not None:
-            with contextlib.suppress(OSError):
-                self._control.shutdown(socket.SHUT_RDWR)
-            self._control.close()
-        self._control = None
-        if self._process is not None:
-            self._retired.append(self._process)
-        self._process = None
+        """Ask the current template to exit once its children have; called with the lock held.
+
+        Its control socket stays open, so the exits of its children still arrive. The
+        dispatch thread closes it when the template has exited.
+        """
+        process, control = self._process, self._control
+        self._process = self._control = None
+        if control is None:
+            return
+        if process is not None and self._ready:
+            with contextlib.suppress(OSError):  # the template may have exited already
+                control.send(RETIRE_MESSAGE)
+            self._retired.append((process, control))
+            return
+        # Never ready: no dispatch thread reads this socket, and no child was forked.
+        if process is not None:
+            process.kill()
+            self._retired.append((process, control))
+        control.close()
 
     def _forget_exit(self, pid: int) -> None:
         with self._lock:
             self._exits.pop(pid, None)
 
     def close(self) -> None:
-        """Stop the template; executions already running finish on their own. Idempotent."""
-        if self._process is not None and not self._ready:
-            self._process.kill()  # still importing: nothing of value to wait for
-        if self._control is not None:
-            # close() alone sends no end of stream while the dispatch thread is blocked in
-            # recv() on this socket, so the template would wait until it is killed.
-            with contextlib.suppress(OSError):  # the template already closed its end
-                self._control.shutdown(socket.SHUT_RDWR)
-            self._control.close()
-            self._control = None
-        processes = [*self._retired, *([self._process] if self._process else [])]
-        for process in processes:
+        """Stop the template, and its retired predecessors. Idempotent.
+
+        Each template exits once its running executions have ended. Executions that still
+        run after CLOSE_WAIT seconds are killed: their supervisors may be about to exit
+        too, and nothing would stop them at their deadlines.
+        """
+        with self._lock:
+            self._retire_template()
+            retired, self._retired = self._retired, []
+        deadline = time.monotonic() + CLOSE_WAIT
+        for process, control in retired:
             try:
-                process.wait(timeout=5)
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                continue
+            except subprocess.TimeoutExpired:
+                pass
+            # End of stream on the control socket: the template kills its children and
+            # exits. close() alone sends none while the dispatch thread waits in recv().
+            with contextlib.suppress(OSError):
+                control.shutdown(socket.SHUT_RDWR)
+            try:
+                process.wait(timeout=CLOSE_WAIT)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        self._retired = []
-        self._process = None
 
 
 class ForkedExecution:
@@ -284,11 +338,34 @@ class ForkedExecution:
         self._deadline = time.monotonic() + request.timeout
         self._timeout = request.timeout
         self._killed: str | None = None
-        self._stop_requested: float | None = None
+        self._stop: ErrorInfo | None = None  # why the child was asked to stop, once it was
 
     def kill(self, reason: str) -> None:
         self._killed = reason
         self._signal_group()
+
+    def cancel(self, message: str) -> None:
+        """Stop the execution as its deadline does, recording the error Cancelled.
+
+        The child records the steps it is running as failed and reports its result; it
+        is killed if it has not ended STOP_GRACE seconds later. Call it from the thread
+        that reads ``events``. A second call does nothing.
+        """
+        if self._stop is None:
+            self._request_stop(CANCEL_FRAME, ErrorInfo("Cancelled", message))
+
+    def _request_stop(self, frame: bytes, error: ErrorInfo) -> None:
+        """Send the stop frame and SIGTERM, and give the child STOP_GRACE seconds to end.
+
+        The frame lets the child's handler check that the signal came from here, and
+        names the reason.
+        """
+        with contextlib.suppress(OSError):
+            self._sock.sendall(HEADER.pack(len(frame)) + frame)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        self._stop = error
+        self._deadline = time.monotonic() + STOP_GRACE
 
     def _signal_group(self) -> None:
         if self._exit_code.done():
@@ -306,12 +383,8 @@ class ForkedExecution:
             self._sock.close()
         if self._killed is not None:
             result = _failure("Cancelled", self._killed)
-        elif result is None and self._stop_requested is not None:
-            result = _failure(
-                "ExecutionTimeout",
-                f"the execution ran past its wall-clock limit of {self._timeout:g} s and was "
-                "stopped; raise the limit with SPLICE_EXECUTION_TIMEOUT or make the flow faster",
-            )
+        elif result is None and self._stop is not None:
+            result = _failure(self._stop.type, self._stop.message)
         elif result is None:
             result = _failure("SandboxError", self._describe_exit())
         else:
@@ -348,24 +421,18 @@ class ForkedExecution:
                 return failure
 
     def _over_limit(self) -> ResultEvent | None:
-        now = time.monotonic()
-        if now >= self._deadline and self._stop_requested is None:
-            # Ask the child to record the steps it is running, then stop it for good. The
-            # frame lets the child's handler check that the signal came from here.
-            with contextlib.suppress(OSError):
-                self._sock.sendall(HEADER.pack(len(STOP_FRAME)) + STOP_FRAME)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-            self._stop_requested = now
-            self._deadline = now + STOP_GRACE
+        if time.monotonic() < self._deadline:
+            return self._scratch_failure()
+        if self._stop is None:
+            self._request_stop(STOP_FRAME, ErrorInfo("ExecutionTimeout", self._timeout_message()))
             return None
-        if now >= self._deadline:
-            return _failure(
-                "ExecutionTimeout",
-                f"the execution ran past its wall-clock limit of {self._timeout:g} s and was "
-                "stopped; raise the limit with SPLICE_EXECUTION_TIMEOUT or make the flow faster",
-            )
-        return self._scratch_failure()
+        return _failure(self._stop.type, self._stop.message)  # the grace has passed
+
+    def _timeout_message(self) -> str:
+        return (
+            f"the execution ran past its wall-clock limit of {self._timeout:g} s and was "
+            "stopped; raise the limit with SPLICE_EXECUTION_TIMEOUT or make the flow faster"
+        )
 
     def _scratch_failure(self) -> ResultEvent | None:
         used = _disk_usage(self._scratch_dir)

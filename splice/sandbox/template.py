@@ -4,10 +4,16 @@ Run as ``python -I -m splice.sandbox.template CONTROL_FD CONFIG_JSON``. The cont
 is a SOCK_SEQPACKET unix socket: each request carries a request id and the child's end of
 the execution's socket. The template replies ``started`` with the child's pid, and sends
 ``exited`` with its exit code (and ``reason`` when a limit ended it) once reaped.
+
+A ``retire`` message (without a descriptor) asks the template to fork nothing more and to
+exit once its last child has. The end of the control socket means that the supervisor's
+process is gone or closed the sandbox: the template kills its children and exits, because
+no one would stop them at their deadlines any more.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -23,6 +29,7 @@ import msgspec
 
 from splice.definition.model import Integration
 from splice.sandbox import confinement, linux
+from splice.sandbox.spec import RETIRE_MESSAGE
 
 CONTROL_MESSAGE_SIZE = 4096
 WARM_INTEGRATION = {
@@ -107,14 +114,14 @@ class Template:
         self.cgroups: dict[int, dict[str, str]] = {}
         self.forks = 0
         self.spare: tuple[int, socket.socket] | None = None  # pid and hand-off socket
+        self.retiring = False
         self.wake_read, self.wake_write = os.pipe()
 
     def send(self, message: dict[str, Any]) -> None:
         try:
             self.control.send(self.encoder.encode(message))
-        except OSError:  # the supervisor is gone: finish the running children and exit
-            self.drain()
-            os._exit(0)
+        except OSError:  # the supervisor is gone
+            self.abandon()
 
     def serve(self) -> None:
         os.set_blocking(self.wake_write, False)
@@ -138,16 +145,21 @@ class Template:
             if self.control in readable:
                 message, fds, _, _ = socket.recv_fds(self.control, CONTROL_MESSAGE_SIZE, 1)
                 if not message:
-                    # The supervisor closed the control socket: wait for the running children
-                    # (their supervisors stop them at their deadlines), remove their cgroups,
-                    # and exit without tearing down the warmed heap.
-                    self.drain()
-                    os._exit(0)
+                    self.abandon()
                 if fds:
                     self.fork(message.decode(), fds[0])
+                elif message == RETIRE_MESSAGE:
+                    self.retire()
+            if self.retiring and not self.cgroups:
+                confinement.remove_cgroups(self.plan.cgroups)
+                os._exit(0)  # without tearing down the warmed heap
 
     def fork(self, request_id: str, fd: int) -> None:
         """Hand the execution's socket to the spare child, reply, then prepare the next spare."""
+        if self.retiring:  # the supervisor sends nothing after retire; this is a guard
+            os.close(fd)
+            self.send({"started": request_id, "pid": 0, "error": "the template is retiring"})
+            return
         if self.spare is None:
             self.prepare_spare()
         assert self.spare is not None
@@ -210,6 +222,25 @@ class Template:
                 message["reason"] = "memory"
             confinement.remove_cgroups(groups)
             self.send(message)
+
+    def retire(self) -> None:
+        """Fork nothing more; serve() exits once every child has been reaped."""
+        self.retiring = True
+        if self.spare is not None:
+            self.spare[1].close()  # the spare child reads the end of its socket and exits
+            self.spare = None
+
+    def abandon(self) -> None:
+        """Kill every child and exit: the supervisor's process is gone or closed the sandbox."""
+        for pid in list(self.cgroups):
+            # The process group reaches the child's own children where no pid namespace
+            # does. A child that has not yet called setsid() has no group of its own.
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        self.drain()
+        os._exit(0)
 
     def drain(self) -> None:
         if self.spare is not None:
