@@ -9,6 +9,7 @@ between them is full.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from splice.errors import StoreError
 from splice.store import RecordStore
 
 logger = logging.getLogger(__name__)
+_timestamp_lock = threading.Lock()
 
 
 class Recorder:
@@ -34,7 +36,13 @@ class Recorder:
         scratch_dir: Path,
         flush_interval: float = 0.05,
         max_batch: int = 2000,
+        step_sequence: int = 0,
+        log_sequence: int = 0,
     ) -> None:
+        """Start the sequence numbers after ``step_sequence`` and ``log_sequence``.
+
+        An execution resumed from its checkpoints passes the largest numbers already stored.
+        """
         self._store = store
         self._blobs = blobs
         self._execution_id = execution_id
@@ -43,8 +51,8 @@ class Recorder:
         self._max_batch = max_batch
         self._steps: list[tuple[Any, ...]] = []
         self._logs: list[tuple[Any, ...]] = []
-        self._step_sequence = 0
-        self._log_sequence = 0
+        self._step_sequence = step_sequence
+        self._log_sequence = log_sequence
         self._last_flush = time.monotonic()
 
     def add(self, event: StepRunEvent | LogEvent) -> None:
@@ -58,7 +66,7 @@ class Recorder:
                     self._log_sequence,
                     event.path,
                     event.level,
-                    self._store.timestamp(event.time),
+                    self._timestamp(event.time),
                     event.message,
                 )
             )
@@ -125,7 +133,7 @@ class Recorder:
             else:
                 item_data = event.item.data
         error = event.error
-        timestamp = self._store.timestamp
+        timestamp = self._timestamp
         return (
             self._execution_id,
             self._step_sequence,
@@ -150,6 +158,13 @@ class Recorder:
             item_encoding,
             item_blob,
         )
+
+    def _timestamp(self, seconds: float) -> Any:
+        # NOTE: RecordStore.timestamp keeps its cache in two attributes, so two threads can
+        # pair a second with the other's prefix. Recorders of concurrent executions share
+        # the store, and take turns here until the store's cache is one value.
+        with _timestamp_lock:
+            return self._store.timestamp(seconds)
 
     def _take(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         steps, self._steps = self._steps, []

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,7 @@ import msgspec
 from splice.blobs import BlobStore
 from splice.config import ConfigValues
 from splice.definition.model import Integration
+from splice.engine.checkpoints import FINAL_STATUSES, Progress, load_progress, mark_running
 from splice.engine.events import (
     ErrorInfo,
     Event,
@@ -25,14 +29,21 @@ from splice.engine.events import (
     StepStartEvent,
 )
 from splice.engine.recorder import Recorder
-from splice.engine.values import decode
-from splice.errors import ConfigError
+from splice.engine.requests import WebhookRequest
+from splice.engine.staging import stage_checkpoints, stage_request
+from splice.engine.values import MSGPACK, Recorded, decode
+from splice.errors import ConfigError, DefinitionError, StoreError
 from splice.packages import ensure_packages
-from splice.sandbox import ExecutionRequest, Sandbox
+from splice.sandbox import ExecutionRequest, Sandbox, SandboxedExecution
 from splice.sandbox import spec as execution_spec
+from splice.sandbox.spec import CANCELLED_MESSAGE
 from splice.settings import Settings
 from splice.store import RecordStore
-from splice.store.records import now
+from splice.store.records import ExecutionRecord, now
+
+logger = logging.getLogger(__name__)
+
+DEFINITION_CACHE_SIZE = 64  # integrations whose dumped definitions are kept
 
 
 @dataclass(frozen=True)
@@ -40,13 +51,13 @@ class ExecutionOutcome:
     """The recorded end of an execution: status, result, error and counts."""
 
     execution_id: str
-    status: str  # succeeded | failed
+    status: str  # succeeded | failed | cancelled
     result: Any
     error_type: str | None
     error_message: str | None
     failed_step: str | None
     continued_failures: int
-    step_runs: int
+    step_runs: int  # every step run stored for the execution, earlier runs' included
     duration: float  # seconds, from start to the last record committed
 
 
@@ -68,11 +79,14 @@ class _Launch:
     integration: Integration
     flow: str
     config: ConfigValues
-    trigger: Mapping[str, Any]
+    trigger: Mapping[str, Any]  # empty for a webhook request, which the child turns into one
+    request: execution_spec.WebhookSpec | None
     scratch: Path
     working_dir: str | None
     grants: list[tuple[str, bool]]
     packages: Path | None
+    progress: Progress
+    checkpoints: dict[str, Recorded]
 
 
 def folder_grants(
@@ -124,7 +138,10 @@ def _check_not_protected(name: str, folder: Path, protected: Sequence[Path]) -> 
 
 
 class Supervisor:
-    """Starts executions in a sandbox, records their events, and returns their outcomes."""
+    """Starts executions in a sandbox, records their events, and returns their outcomes.
+
+    One supervisor may run several executions at once, each from its own thread.
+    """
 
     def __init__(
         self, *, store: RecordStore, blobs: BlobStore, sandbox: Sandbox, settings: Settings
@@ -133,9 +150,10 @@ class Supervisor:
         self.blobs = blobs
         self.sandbox = sandbox
         self.settings = settings
-        # The integrations dumped so far, kept so their ids stay theirs. NOTE: one entry per
-        # integration object, never evicted; a long-running service needs a bound here.
-        self._dumps: dict[int, tuple[Integration, dict[str, Any]]] = {}
+        # The latest integrations dumped for the child, by identity. Each entry keeps its
+        # integration alive, so that no other object can take over its id meanwhile.
+        self._dumps: OrderedDict[int, tuple[Integration, dict[str, Any]]] = OrderedDict()
+        self._dumps_lock = threading.Lock()
 
     def execute(
         self,
@@ -148,7 +166,10 @@ class Supervisor:
         on_event: Callable[[Event], None] | None = None,
         working_dir: str | None = None,
     ) -> ExecutionOutcome:
-        """Run one flow to its end; every record is committed when this returns."""
+        """Create an execution record and run one flow to its end.
+
+        Every record is committed when this returns.
+        """
         execution_id = new_execution_id()
         self.store.create_execution(
             {
@@ -163,54 +184,138 @@ class Supervisor:
                 "definition_path": integration.source_path,
             }
         )
-        grants = folder_grants(integration, config, working_dir, protected=self._protected())
-        packages = self._packages(integration)
-        if packages is not None:
-            grants.append((str(packages), False))
-        scratch = self.settings.scratch_dir / execution_id
-        scratch.mkdir(parents=True, mode=0o700)
+        return self.run_execution(
+            execution_id,
+            integration,
+            flow=flow,
+            config=config,
+            trigger=trigger,
+            on_event=on_event,
+            working_dir=working_dir,
+        )
+
+    def run_execution(
+        self,
+        execution_id: str,
+        integration: Integration,
+        *,
+        flow: str,
+        config: ConfigValues,
+        trigger: Mapping[str, Any] | None = None,
+        request: WebhookRequest | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        cancel: threading.Event | None = None,
+        working_dir: str | None = None,
+    ) -> ExecutionOutcome:
+        """Run an execution whose record exists, resuming from the steps it completed before.
+
+        Give the trigger mapping, or a webhook request that the sandboxed child turns into
+        one. Setting ``cancel`` from another thread stops the execution, which is then
+        recorded as cancelled. An execution whose record is already final is not run again:
+        its recorded outcome is returned. Every record is committed when this returns.
+
+        A ConfigError or DefinitionError (a folder grant, the requirements) is recorded as
+        the execution's failure and raised. A StoreError or SandboxError is raised with
+        the record left as it was, for another attempt to take it over.
+        """
+        if (trigger is None) == (request is None):
+            given = "both" if trigger is not None else "neither"
+            raise ValueError(
+                f"run_execution of {execution_id} needs exactly one of trigger and request, "
+                f"but got {given}"
+            )
+        started = time.monotonic()
+        record = self.store.get_execution(execution_id)
+        if record is None or record.id != execution_id:
+            raise StoreError(
+                f"execution {execution_id} has no record; create its record before running it"
+            )
+        if record.status in FINAL_STATUSES:
+            logger.info("execution %s is already %s; not run again", execution_id, record.status)
+            return self._recorded_outcome(record)
+        progress = load_progress(self.store, execution_id)
+        if cancel is not None and cancel.is_set():
+            return self._end_early(execution_id, progress, started, "cancelled", _cancelled())
+        mark_running(self.store, execution_id)
+        scratch = self._new_scratch(execution_id)
         try:
-            launch = _Launch(
-                execution_id, integration, flow, config, trigger, scratch, working_dir, grants,
-                packages,
+            launch = self._prepare(
+                execution_id, integration, flow, config, trigger, request, scratch,
+                working_dir, progress, started,
             )  # fmt: skip
-            result = self._run(launch, on_event)
+            return self._run(launch, on_event, cancel, started)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        return result
 
-    def _run(self, launch: _Launch, on_event: Callable[[Event], None] | None) -> ExecutionOutcome:
-        started = time.monotonic()
-        execution_id, scratch = launch.execution_id, launch.scratch
-        spec = execution_spec.ExecutionSpec(
-            execution_id=execution_id,
-            integration=self._definition(launch.integration),
-            sources=dict(launch.integration.sources),
-            flow=launch.flow,
-            config=launch.config.values,
-            trigger=dict(launch.trigger),
-            secrets=launch.config.secrets,
-            scratch_dir=str(scratch),
-            spill_threshold=self.settings.spill_threshold,
-            log_limit=self.settings.log_limit,
-            working_dir=launch.working_dir,
-            grants=launch.grants,
-            timeout=self.settings.execution_timeout,
-            packages_dir=str(launch.packages) if launch.packages is not None else None,
-        )
-        request = ExecutionRequest(
-            execution_id=execution_id,
-            spec=execution_spec.encoder.encode(spec),
-            scratch_dir=scratch,
-            timeout=self.settings.execution_timeout,
-        )
+    def _new_scratch(self, execution_id: str) -> Path:
+        """Create the execution's scratch directory, emptying one that a dead worker left."""
+        scratch = self.settings.scratch_dir / execution_id
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True, mode=0o700)
+        return scratch
+
+    def _prepare(
+        self,
+        execution_id: str,
+        integration: Integration,
+        flow: str,
+        config: ConfigValues,
+        trigger: Mapping[str, Any] | None,
+        request: WebhookRequest | None,
+        scratch: Path,
+        working_dir: str | None,
+        progress: Progress,
+        started: float,
+    ) -> _Launch:
+        """Resolve grants and requirements, and stage blobs into the scratch directory."""
+        try:
+            grants = folder_grants(integration, config, working_dir, protected=self._protected())
+            packages = self._packages(integration)
+        except (ConfigError, DefinitionError) as error:
+            failure = ErrorInfo(type(error).__name__, str(error))
+            self._end_early(execution_id, progress, started, "failed", failure)
+            raise
+        if packages is not None:
+            grants.append((str(packages), False))
+        checkpoints = stage_checkpoints(self.blobs, progress.checkpoints, scratch)
+        webhook = stage_request(self.blobs, request, scratch) if request is not None else None
+        return _Launch(
+            execution_id, integration, flow, config, trigger or {}, webhook, scratch,
+            working_dir, grants, packages, progress, checkpoints,
+        )  # fmt: skip
+
+    def _run(
+        self,
+        launch: _Launch,
+        on_event: Callable[[Event], None] | None,
+        cancel: threading.Event | None,
+        started: float,
+    ) -> ExecutionOutcome:
+        execution_id, progress = launch.execution_id, launch.progress
         recorder = Recorder(
-            store=self.store, blobs=self.blobs, execution_id=execution_id, scratch_dir=scratch
+            store=self.store,
+            blobs=self.blobs,
+            execution_id=execution_id,
+            scratch_dir=launch.scratch,
+            step_sequence=progress.step_sequence,
+            log_sequence=progress.log_sequence,
         )
+        if progress.resumed:
+            self._log_resume(recorder, launch, on_event)
+        if cancel is not None and cancel.is_set():
+            recorder.flush()
+            return self._end_early(execution_id, progress, started, "cancelled", _cancelled())
+        execution = self.sandbox.start(self._request(launch))
+        watch = _CancelWatch(execution, cancel)
+
+        def idle() -> None:
+            recorder.flush_if_due()
+            watch.check()
+
         result: ResultEvent | None = None
         open_attempts: dict[str, StepStartEvent] = {}
-        step_runs = 0
-        for event in self.sandbox.start(request).events(idle=recorder.flush_if_due):
+        step_runs = progress.step_runs
+        for event in execution.events(idle=idle):
             if isinstance(event, StepStartEvent):
                 open_attempts[event.path] = event
             elif isinstance(event, ResultEvent):
@@ -222,33 +327,146 @@ class Supervisor:
                 recorder.add(event)
             if on_event is not None:
                 on_event(event)
+            watch.check()
         assert result is not None  # a sandboxed execution always ends with a result
+        status = result.status
+        if watch.requested and result.status == "failed":
+            status = "cancelled"
+            if result.error is None or result.error.type != "Cancelled":
+                result = msgspec.structs.replace(result, error=_cancelled())
         if open_attempts and result.status == "failed":
             result = self._close_attempts(recorder, result, open_attempts)
             step_runs += len(open_attempts)
         # Counted here, since a child that was killed reports nothing itself.
-        result = msgspec.structs.replace(result, step_runs=step_runs)
+        result = msgspec.structs.replace(
+            result,
+            step_runs=step_runs,
+            continued_failures=result.continued_failures + progress.continued_failures,
+        )
+        return self._finish(recorder, launch, result, status, started)
+
+    def _request(self, launch: _Launch) -> ExecutionRequest:
+        spec = execution_spec.ExecutionSpec(
+            execution_id=launch.execution_id,
+            integration=self._definition(launch.integration),
+            sources=dict(launch.integration.sources),
+            flow=launch.flow,
+            config=launch.config.values,
+            trigger=dict(launch.trigger),
+            secrets=launch.config.secrets,
+            scratch_dir=str(launch.scratch),
+            spill_threshold=self.settings.spill_threshold,
+            log_limit=self.settings.log_limit,
+            working_dir=launch.working_dir,
+            grants=launch.grants,
+            timeout=self.settings.execution_timeout,
+            packages_dir=str(launch.packages) if launch.packages is not None else None,
+            request=launch.request,
+            checkpoints=launch.checkpoints,
+            attempts=launch.progress.attempts,
+        )
+        return ExecutionRequest(
+            execution_id=launch.execution_id,
+            spec=execution_spec.encoder.encode(spec),
+            scratch_dir=launch.scratch,
+            timeout=self.settings.execution_timeout,
+        )
+
+    @staticmethod
+    def _log_resume(
+        recorder: Recorder, launch: _Launch, on_event: Callable[[Event], None] | None
+    ) -> None:
+        complete = len(launch.checkpoints)
+        logger.info(
+            "resuming execution %s: %d steps already complete",
+            launch.execution_id,
+            complete,
+            extra={"execution_id": launch.execution_id},
+        )
+        event = LogEvent(
+            None, "info", time.time(), f"resumed from checkpoint: {complete} steps already complete"
+        )
+        recorder.add(event)
+        if on_event is not None:
+            on_event(event)
+
+    def _finish(
+        self,
+        recorder: Recorder,
+        launch: _Launch,
+        result: ResultEvent,
+        status: str,
+        started: float,
+    ) -> ExecutionOutcome:
+        """Commit the execution's final state with the rest of its records."""
+        error = result.error
         final: dict[str, Any] = {
-            "status": result.status,
+            "status": status,
             "ended_at": now(),
-            "error_type": result.error.type if result.error else None,
-            "error_message": result.error.message if result.error else None,
+            "error_type": error.type if error else None,
+            "error_message": error.message if error else None,
             "failed_step": result.failed_step,
             "step_runs": result.step_runs,
             "continued_failures": result.continued_failures,
         }
-        value = self._result_value(recorder, result)
+        value = self._result_value(launch.scratch, result)
         recorder.finish(result, final)
         return ExecutionOutcome(
-            execution_id=execution_id,
-            status=result.status,
+            execution_id=launch.execution_id,
+            status=status,
             result=value,
-            error_type=result.error.type if result.error else None,
-            error_message=result.error.message if result.error else None,
+            error_type=error.type if error else None,
+            error_message=error.message if error else None,
             failed_step=result.failed_step,
             continued_failures=result.continued_failures,
             step_runs=result.step_runs,
             duration=time.monotonic() - started,
+        )
+
+    def _end_early(
+        self, execution_id: str, progress: Progress, started: float, status: str, error: ErrorInfo
+    ) -> ExecutionOutcome:
+        """Record the end of an execution whose sandbox never started."""
+        values = {
+            "status": status,
+            "ended_at": now(),
+            "error_type": error.type,
+            "error_message": error.message,
+            "step_runs": progress.step_runs,
+            "continued_failures": progress.continued_failures,
+        }
+        self.store.write_batch([], [], (execution_id, values))
+        return ExecutionOutcome(
+            execution_id=execution_id,
+            status=status,
+            result=None,
+            error_type=error.type,
+            error_message=error.message,
+            failed_step=None,
+            continued_failures=progress.continued_failures,
+            step_runs=progress.step_runs,
+            duration=time.monotonic() - started,
+        )
+
+    def _recorded_outcome(self, record: ExecutionRecord) -> ExecutionOutcome:
+        """Return the outcome of an execution whose final state is already recorded."""
+        value = None
+        if record.result is not None:
+            value = decode(record.result, record.result_encoding or MSGPACK)
+        elif record.result_blob is not None:
+            value = decode(
+                self.blobs.read_bytes(record.result_blob), record.result_encoding or MSGPACK
+            )
+        return ExecutionOutcome(
+            execution_id=record.id,
+            status=record.status,
+            result=value,
+            error_type=record.error_type,
+            error_message=record.error_message,
+            failed_step=record.failed_step,
+            continued_failures=record.continued_failures,
+            step_runs=record.step_runs,
+            duration=record.duration or 0.0,
         )
 
     @staticmethod
@@ -271,11 +489,19 @@ class Supervisor:
 
     def _definition(self, integration: Integration) -> dict[str, Any]:
         """Dump the definition for the child once per integration object, not per execution."""
-        cached = self._dumps.get(id(integration))
-        if cached is None or cached[0] is not integration:
-            cached = (integration, integration.model_dump(mode="json", by_alias=True))
-            self._dumps[id(integration)] = cached
-        return cached[1]
+        key = id(integration)
+        with self._dumps_lock:
+            cached = self._dumps.get(key)
+            if cached is not None and cached[0] is integration:
+                self._dumps.move_to_end(key)
+                return cached[1]
+        dump = integration.model_dump(mode="json", by_alias=True)
+        with self._dumps_lock:
+            self._dumps[key] = (integration, dump)
+            self._dumps.move_to_end(key)
+            while len(self._dumps) > DEFINITION_CACHE_SIZE:
+                self._dumps.popitem(last=False)
+        return dump
 
     def _protected(self) -> list[Path]:
         """Folders of the platform that no grant may expose."""
@@ -303,12 +529,36 @@ class Supervisor:
         )
 
     @staticmethod
-    def _result_value(recorder: Recorder, result: ResultEvent) -> Any:
+    def _result_value(scratch: Path, result: ResultEvent) -> Any:
         recorded = result.result
         if recorded is None:
             return None
         if recorded.data is not None:
             return decode(recorded.data, recorded.encoding)
         assert recorded.file is not None
-        data = (recorder._scratch_dir / recorded.file).read_bytes()
+        data = (scratch / recorded.file).read_bytes()
         return decode(data, recorded.encoding)
+
+
+class _CancelWatch:
+    """Stops an execution once its cancel event is set; checked from the reading thread."""
+
+    def __init__(self, execution: SandboxedExecution, cancel: threading.Event | None) -> None:
+        self._execution = execution
+        self._cancel = cancel
+        self.requested = False
+
+    def check(self) -> None:
+        if self._cancel is None or self.requested or not self._cancel.is_set():
+            return
+        self.requested = True
+        logger.info(
+            "cancelling execution %s on request",
+            self._execution.execution_id,
+            extra={"execution_id": self._execution.execution_id},
+        )
+        self._execution.cancel(CANCELLED_MESSAGE)
+
+
+def _cancelled() -> ErrorInfo:
+    return ErrorInfo("Cancelled", CANCELLED_MESSAGE)
