@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import os
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,12 +57,14 @@ def describe(context, *, trigger):
     import hashlib
 
     raw = trigger["raw"]
+    body = trigger["body"]
     return {
         "type": trigger["type"],
         "method": trigger["method"],
         "headers": trigger["headers"],
         "query": trigger["query"],
-        "body": trigger["body"] if trigger["body_kind"] != "json" or len(raw) < 4096 else None,
+        "body": body if len(raw) < 4096 else None,
+        "body_length": len(body) if isinstance(body, (dict, list, str)) else None,
         "body_kind": trigger["body_kind"],
         "body_problem": trigger["body_problem"],
         "raw_type": type(raw).__name__,
@@ -260,3 +263,13 @@ def child_pids(pid: int) -> list[int]:
         with open(f"/proc/{pid}/task/{task}/children") as file:
             found += [int(number) for number in file.read().split()]
     return found
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02) -> bool:
+    """Poll ``condition`` until it is true or ``timeout`` seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
