@@ -189,7 +189,7 @@ def test_resume_spilled_output(worker: Worker, tmp_path: Path, streaming: bool) 
     row = step_run_row(execution_id, 1, "first", output_blob=key, encoding=RAW_TEXT, size=len(text))
     worker.store.write_batch([row], [])
     if streaming:
-        worker.supervisor.blobs = blobs = StreamingOnlyBlobs(worker.blobs)  # type: ignore[assignment]
+        worker.supervisor.blobs = blobs = StreamingOnlyBlobs(worker.blobs)
     outcome = worker.run(integration, execution_id)
     assert "succeeded" == outcome.status, outcome.error_message
     assert ["second"] == worker.marked()
