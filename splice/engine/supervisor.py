@@ -170,6 +170,7 @@ class Supervisor:
 
         Every record is committed when this returns.
         """
+        started = time.monotonic()
         execution_id = new_execution_id()
         self.store.create_execution(
             {
@@ -184,15 +185,11 @@ class Supervisor:
                 "definition_path": integration.source_path,
             }
         )
-        return self.run_execution(
-            execution_id,
-            integration,
-            flow=flow,
-            config=config,
-            trigger=trigger,
-            on_event=on_event,
-            working_dir=working_dir,
-        )
+        # A record created here has no earlier run to resume from, so nothing is read back.
+        return self._run_from(
+            execution_id, integration, flow, config, trigger, None, on_event, None,
+            working_dir, Progress(), started,
+        )  # fmt: skip
 
     def run_execution(
         self,
@@ -237,6 +234,26 @@ class Supervisor:
         if cancel is not None and cancel.is_set():
             return self._end_early(execution_id, progress, started, "cancelled", _cancelled())
         mark_running(self.store, execution_id)
+        return self._run_from(
+            execution_id, integration, flow, config, trigger, request, on_event, cancel,
+            working_dir, progress, started,
+        )  # fmt: skip
+
+    def _run_from(
+        self,
+        execution_id: str,
+        integration: Integration,
+        flow: str,
+        config: ConfigValues,
+        trigger: Mapping[str, Any] | None,
+        request: WebhookRequest | None,
+        on_event: Callable[[Event], None] | None,
+        cancel: threading.Event | None,
+        working_dir: str | None,
+        progress: Progress,
+        started: float,
+    ) -> ExecutionOutcome:
+        """Run a running execution on from ``progress``, in a fresh scratch directory."""
         scratch = self._new_scratch(execution_id)
         try:
             launch = self._prepare(
