@@ -332,19 +332,25 @@ class Supervisor:
         result: ResultEvent | None = None
         open_attempts: dict[str, StepStartEvent] = {}
         step_runs = progress.step_runs
-        for event in execution.events(idle=idle):
-            if isinstance(event, StepStartEvent):
-                open_attempts[event.path] = event
-            elif isinstance(event, ResultEvent):
-                result = event
-            elif isinstance(event, StepRunEvent | LogEvent):
-                if isinstance(event, StepRunEvent):
-                    open_attempts.pop(event.path, None)
-                    step_runs += 1
-                recorder.add(event)
-            if on_event is not None:
-                on_event(event)
-            watch.check()
+        try:
+            for event in execution.events(idle=idle):
+                if isinstance(event, StepStartEvent):
+                    open_attempts[event.path] = event
+                elif isinstance(event, ResultEvent):
+                    result = event
+                elif isinstance(event, StepRunEvent | LogEvent):
+                    if isinstance(event, StepRunEvent):
+                        open_attempts.pop(event.path, None)
+                        step_runs += 1
+                    recorder.add(event)
+                if on_event is not None:
+                    on_event(event)
+                watch.check()
+        except BaseException:
+            # A store that failed, or a callback that raised: nothing would stop the child
+            # at its deadline any more.
+            execution.kill("the supervisor stopped reading the execution's events")
+            raise
         assert result is not None  # a sandboxed execution always ends with a result
         status = result.status
         if watch.requested and result.status == "failed":

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from splice.engine.events import StepStartEvent
 from splice.engine.supervisor import ExecutionOutcome, Supervisor
 from splice.sandbox import ExecutionRequest
 from splice.store.records import ExecutionRecord, StepRunRecord
@@ -147,3 +149,21 @@ def test_cancel_after_end(worker: Worker) -> None:
     again = worker.run(integration, execution_id, cancel=cancel)
     assert "succeeded" == outcome.status
     assert "succeeded" == again.status
+
+
+def test_failing_callback_kills_child(worker: Worker) -> None:
+    """When the event callback raises, the error propagates and the child is killed."""
+    integration = worker.load(definition(code_step("nap", "mark", "{name: nap, sleep: 2}")))
+    execution_id = worker.create(integration)
+
+    def fail_on_start(event: Any) -> None:
+        if isinstance(event, StepStartEvent):
+            assert wait_for(lambda: "nap" in worker.marked()), "the step never started"
+            raise RuntimeError("the callback failed")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="the callback failed"):
+        worker.run(integration, execution_id, on_event=fail_on_start)
+    # Past the end of the nap: a surviving step would have written its second mark by now.
+    time.sleep(max(0.0, started + 3 - time.monotonic()))
+    assert ["nap"] == worker.marked()
