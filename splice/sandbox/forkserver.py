@@ -307,7 +307,8 @@ class ForkServerSandbox:
                 pass
             # End of stream on the control socket: the template kills its children and
             # exits. close() alone sends none while the dispatch thread waits in recv().
-            with contextlib.suppress(OSError):
+            # Under the lock, because the dispatch thread closes the socket under it.
+            with self._lock, contextlib.suppress(OSError):
                 control.shutdown(socket.SHUT_RDWR)
             try:
                 process.wait(timeout=CLOSE_WAIT)

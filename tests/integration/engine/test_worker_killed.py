@@ -23,6 +23,9 @@ from typing import Any
 import pytest
 
 from splice.definition import Integration
+from splice.engine.supervisor import ExecutionOutcome, Supervisor
+from splice.sandbox.forkserver import ForkServerSandbox
+from splice.settings import Settings
 
 from .conftest import (
     Worker,
@@ -180,3 +183,41 @@ def test_killed_worker_record_left_running(worker: Worker) -> None:
     assert record is not None
     assert "running" == record.status
     assert os.path.isdir(worker.settings.scratch_dir / execution_id)
+
+
+def test_close_stops_running_execution(
+    worker: Worker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing the sandbox stops an execution still running after the wait, and returns."""
+    monkeypatch.setattr("splice.sandbox.forkserver.CLOSE_WAIT", 0.5)
+    sandbox = ForkServerSandbox(Settings.from_env({"SPLICE_DATA_DIR": str(tmp_path / "closed")}))
+    supervisor = Supervisor(
+        store=worker.store, blobs=worker.blobs, sandbox=sandbox, settings=worker.settings
+    )
+    integration = worker.load(definition(code_step("nap", "mark", "{name: nap, sleep: 60}")))
+    execution_id = worker.create(integration)
+    outcomes: list[ExecutionOutcome] = []
+
+    def run() -> None:
+        outcomes.append(
+            supervisor.run_execution(
+                execution_id,
+                integration,
+                flow="main",
+                config=worker.config(integration),
+                trigger={"type": "manual"},
+            )
+        )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert wait_for(lambda: "nap" in worker.marked()), "the step never started"
+        template = sandbox._process
+        assert template is not None
+    finally:
+        sandbox.close()
+        thread.join(60)
+    assert process_gone(template.pid)
+    assert "failed" == outcomes[0].status
+    assert "SandboxError" == outcomes[0].error_type
