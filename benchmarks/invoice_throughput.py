@@ -208,7 +208,7 @@ def run_splice(
         spare = children_of(template_pid) or set()
         time.sleep(0.005)
     started = time.perf_counter()
-    outcome = local.run(file, assignments=assignments, environ={})
+    outcome = local.run(file, flow="sync", assignments=assignments, environ={})
     elapsed = time.perf_counter() - started
     checks.expect(
         wait_for_reaped_children(template_pid, spare),

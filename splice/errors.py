@@ -96,6 +96,24 @@ class UsageError(SpliceError):
         super().__init__(text)
 
 
+class RequestError(SpliceError):
+    """A request to the service (CLI or API) that cannot be done as asked; ``status`` is HTTP's."""
+
+    status = 400
+
+
+class NotFoundError(RequestError):
+    """A request names an instance, flow or execution that does not exist."""
+
+    status = 404
+
+
+class ConflictError(RequestError):
+    """A request conflicts with the current state, such as cancelling an ended execution."""
+
+    status = 409
+
+
 class ExecutionError(SpliceError):
     """The flow failed while running."""
 

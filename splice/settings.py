@@ -51,6 +51,68 @@ class SandboxSettings:
         )
 
 
+GIB = 1024 * MIB
+DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Settings of the service roles: API, webhooks, workers and scheduler (docs/settings.md)."""
+
+    host: str = "127.0.0.1"  # SPLICE_HOST: the address `splice serve` and `splice api` listen on
+    port: int = 8000  # SPLICE_PORT
+    public_url: str = ""  # SPLICE_PUBLIC_URL: the base of webhook URLs; the listen address
+    queue_url: str | None = None  # SPLICE_QUEUE_URL: redis://...; the database queue if unset
+    blob_url: str | None = None  # SPLICE_BLOB_URL: s3://bucket/prefix; the blob folder if unset
+    master_key: str | None = None  # SPLICE_MASTER_KEY; DATA_DIR/master.key when unset
+    max_body: int = GIB  # SPLICE_WEBHOOK_MAX_BODY, bytes
+    sync_timeout: float = 30.0  # SPLICE_WEBHOOK_SYNC_TIMEOUT, seconds
+    delivery_window: float = 7 * DAY  # SPLICE_WEBHOOK_DELIVERY_WINDOW, seconds
+    worker_concurrency: int = 8  # SPLICE_WORKER_CONCURRENCY: executions a worker runs at once
+    lease: float = 30.0  # SPLICE_LEASE, seconds a worker holds an execution without renewing
+    drain_timeout: float = 60.0  # SPLICE_DRAIN_TIMEOUT, seconds a worker drains on SIGTERM
+    schedule_interval: float = 1.0  # SPLICE_SCHEDULE_INTERVAL, seconds between due checks
+    retention: float = 30 * DAY  # SPLICE_RETENTION_DAYS (0 keeps executions for ever)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ServiceSettings:
+        host = env.get("SPLICE_HOST") or "127.0.0.1"
+        port = _integer(env, "SPLICE_PORT", 8000, minimum=1)
+        if port > 65535:
+            raise SettingError(
+                f"{port} is not a port number", setting="SPLICE_PORT", fix="use 1 to 65535"
+            )
+        from splice.blobs.url import parse_blob_url
+
+        blob_url = env.get("SPLICE_BLOB_URL") or None
+        parse_blob_url(blob_url)  # raises SettingError for a value that names no store
+        lease = _seconds(env, "SPLICE_LEASE", 30.0)
+        retention_days = _seconds(env, "SPLICE_RETENTION_DAYS", 30.0, allow_zero=True)
+        return cls(
+            host=host,
+            port=port,
+            public_url=(env.get("SPLICE_PUBLIC_URL") or "").rstrip("/"),
+            queue_url=env.get("SPLICE_QUEUE_URL") or None,
+            blob_url=blob_url,
+            master_key=env.get("SPLICE_MASTER_KEY") or None,
+            max_body=_integer(env, "SPLICE_WEBHOOK_MAX_BODY", GIB, minimum=1024),
+            sync_timeout=_seconds(env, "SPLICE_WEBHOOK_SYNC_TIMEOUT", 30.0),
+            delivery_window=_seconds(env, "SPLICE_WEBHOOK_DELIVERY_WINDOW", 7 * DAY),
+            worker_concurrency=_integer(env, "SPLICE_WORKER_CONCURRENCY", 8, minimum=1),
+            lease=lease,
+            drain_timeout=_seconds(env, "SPLICE_DRAIN_TIMEOUT", 60.0),
+            schedule_interval=_seconds(env, "SPLICE_SCHEDULE_INTERVAL", 1.0),
+            retention=retention_days * DAY,
+        )
+
+    def base_url(self) -> str:
+        """The base of webhook URLs: SPLICE_PUBLIC_URL, or the address the API listens on."""
+        if self.public_url:
+            return self.public_url
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting, its environment variable and default (see docs/settings.md)."""
@@ -65,6 +127,7 @@ class Settings:
     log_limit: int = 10 * 1024 * 1024  # SPLICE_LOG_LIMIT, bytes of log text per execution
     pip_args: str = ""  # SPLICE_PIP_ARGS: extra pip options for installing requirements
     sandbox: SandboxSettings = field(default_factory=lambda: SandboxSettings())
+    service: ServiceSettings = field(default_factory=lambda: ServiceSettings())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -81,6 +144,7 @@ class Settings:
             packages_dir=Path(env.get("SPLICE_PACKAGES_DIR") or data_dir / "packages"),
             pip_args=env.get("SPLICE_PIP_ARGS", ""),
             sandbox=SandboxSettings.from_env(env),
+            service=ServiceSettings.from_env(env),
         )
 
 
@@ -105,7 +169,9 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int) -
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+def _seconds(
+    env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False
+) -> float:
     raw = env.get(name)
     if not raw:
         return default
@@ -117,7 +183,7 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
             setting=name,
             fix="set it to a number such as 900",
         ) from None
-    if value <= 0:
+    if value < 0 or (value == 0 and not allow_zero):
         raise SettingError(
             f"{value} must be positive",
             setting=name,

@@ -105,6 +105,8 @@ def run_integration(inbox: str, url: str, api_key: str) -> int:
         str(splice),
         "run",
         "examples/invoice-sync/integration.yaml",
+        "--flow",
+        "sync",
         "--config",
         f"inbox={inbox}",
         "--config",

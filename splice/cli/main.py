@@ -18,7 +18,14 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from splice.errors import ConfigError, DefinitionError, OperatorError, SpliceError, UsageError
+from splice.errors import (
+    ConfigError,
+    DefinitionError,
+    OperatorError,
+    RequestError,
+    SpliceError,
+    UsageError,
+)
 
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 1
@@ -62,7 +69,7 @@ def _fail(ctx: click.Context, error: BaseException) -> None:
     """Print an error the way the CLI promises (cause, then the traceback with -v) and exit."""
     state = ctx.find_object(_Context)
     verbose = state.verbose if state is not None else 0
-    if isinstance(error, UsageError):
+    if isinstance(error, UsageError | RequestError):
         code = EXIT_USAGE
     elif isinstance(error, DefinitionError | ConfigError):
         code = EXIT_INVALID
@@ -484,3 +491,6 @@ def components(markdown: bool) -> None:
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     cli(prog_name="splice")
+
+
+from splice.cli import service as _service  # noqa: E402, F401  (registers the service commands)

@@ -17,6 +17,7 @@ BUILTIN_MODULES = {
     "files": "splice.components.files",
     "s3": "splice.components.s3",
     "log": "splice.components.log",
+    "webhook": "splice.components.webhook",
 }
 
 

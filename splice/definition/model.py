@@ -86,10 +86,30 @@ class ManualTrigger(_Model):
     type: Literal["manual"]
 
 
+class DeliveryId(_Model):
+    """Where a webhook delivery carries its id: one header, or one field of the body."""
+
+    header: str | None = Field(None, min_length=1, max_length=200)
+    body: str | None = Field(None, min_length=1, max_length=500)  # a dotted path, e.g. data.id
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DeliveryId:
+        if (self.header is None) == (self.body is None):
+            raise ValueError(
+                "delivery_id needs exactly one of `header` (such as X-GitHub-Delivery) or "
+                "`body` (a dotted path such as data.id)"
+            )
+        return self
+
+
 class WebhookTrigger(_Model):
     type: Literal["webhook"]
     sync: bool = False
+    # Seconds a synchronous webhook waits for the execution; SPLICE_WEBHOOK_SYNC_TIMEOUT
+    # when not set here.
+    sync_timeout: float | None = Field(None, gt=0, le=3600)
     signature: SignatureSettings | None = None  # see docs/webhooks.md
+    delivery_id: DeliveryId | None = None  # repeated deliveries start nothing new
 
 
 class ScheduleTrigger(_Model):
@@ -250,6 +270,8 @@ class Flow(_Model):
     steps: list[Step] = Field(min_length=1)
     description: str = ""
     result: str | None = None
+    # Executions of this flow that may run at once for one instance; none means no limit.
+    concurrency: int | None = Field(None, ge=1, le=10_000)
 
 
 class Integration(_Model):

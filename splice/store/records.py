@@ -18,7 +18,7 @@ from splice.store import tables
 
 logger = logging.getLogger(__name__)
 
-HEAD_REVISION = "0002"  # the newest migration under migrations/versions
+HEAD_REVISION = "0003"  # the newest migration under migrations/versions
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -59,6 +59,14 @@ class ExecutionRecord:
     step_runs: int
     continued_failures: int
     definition_path: str | None
+    instance_id: str | None = None
+    customer_id: str | None = None
+    trigger: bytes | None = None
+    trigger_blob: str | None = None
+    worker: str | None = None
+    lease_until: datetime.datetime | None = None
+    resumes: int = 0
+    cancel_requested: bool = False
 
     @property
     def duration(self) -> float | None:

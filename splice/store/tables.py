@@ -42,8 +42,23 @@ executions = Table(
     Column("step_runs", Integer(), nullable=False, default=0),
     Column("continued_failures", Integer(), nullable=False, default=0),
     Column("definition_path", Text()),
+    # Set for executions of a deployed instance (splice.service); empty for `splice run`.
+    Column("instance_id", String(36)),
+    Column("customer_id", String(36)),
+    # What started the execution, msgpack: a trigger mapping, or a webhook request whose
+    # body is inline or in the blob store (trigger_blob).
+    Column("trigger", LargeBinary()),
+    Column("trigger_blob", String(300)),
+    # The worker running it and until when its lease holds; a worker renews the lease while
+    # it runs, and another worker takes over an execution whose lease expired.
+    Column("worker", String(200)),
+    Column("lease_until", DateTime()),
+    Column("resumes", Integer(), nullable=False, default=0),
+    Column("cancel_requested", Boolean(), nullable=False, default=False),
     Index("ix_executions_status_created", "status", "created_at"),
     Index("ix_executions_integration_created", "integration_key", "created_at"),
+    Index("ix_executions_instance_created", "instance_id", "created_at"),
+    Index("ix_executions_ended", "ended_at"),
 )
 
 step_runs = Table(
@@ -107,4 +122,92 @@ queue_entries = Table(
     Column("deliveries", Integer(), nullable=False, default=0),
     UniqueConstraint("execution_id", name="uq_queue_entries_execution_id"),
     Index("ix_queue_entries_claim", "available_at", "id"),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", DateTime(), nullable=False),
+    UniqueConstraint("name", name="uq_customers_name"),
+)
+
+# One integration deployed to one customer. The definition is kept whole (its model as JSON
+# and the customer code files it names), so a worker on any host can run it. The config
+# values are sealed with the master key because they hold secrets.
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "customer_id", String(36), ForeignKey("customers.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("integration_key", String(200), nullable=False),
+    Column("integration_name", String(200), nullable=False),
+    Column("integration_version", String(100)),
+    Column("definition", Text(), nullable=False),
+    Column("sources", Text(), nullable=False),
+    Column("definition_path", Text()),
+    Column("config", LargeBinary(), nullable=False),
+    Column("enabled", Boolean(), nullable=False, default=True),
+    Column("created_at", DateTime(), nullable=False),
+    Column("updated_at", DateTime(), nullable=False),
+    UniqueConstraint("customer_id", "integration_key", name="uq_instances_customer_integration"),
+)
+
+# The unguessable token in the URL of each webhook flow of each instance.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("token", String(64), primary_key=True),
+    Column(
+        "instance_id", String(36), ForeignKey("instances.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("flow", String(200), nullable=False),
+    Column("created_at", DateTime(), nullable=False),
+    UniqueConstraint("instance_id", "flow", name="uq_webhook_endpoints_instance_flow"),
+)
+
+# Delivery ids seen per webhook flow, so a repeated delivery starts nothing new.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("instance_id", String(36), primary_key=True),
+    Column("flow", String(200), primary_key=True),
+    Column("delivery_id", String(200), primary_key=True),
+    Column("execution_id", String(36), nullable=False),
+    Column("received_at", DateTime(), nullable=False),
+    Index("ix_webhook_deliveries_received", "received_at"),
+)
+
+# The schedule of each schedule flow of each instance, and the due time it last fired.
+# A scheduler fires a due time by moving last_fired forward in the transaction that writes
+# the execution, so several schedulers fire each due time once.
+schedule_states = Table(
+    "schedule_states",
+    metadata,
+    Column(
+        "instance_id",
+        String(36),
+        ForeignKey("instances.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("flow", String(200), primary_key=True),
+    Column("cron", String(200), nullable=False),
+    Column("timezone", String(100), nullable=False),
+    Column("catch_up", String(10), nullable=False),
+    Column("last_fired", DateTime()),
+)
+
+# Concurrency slots of flows with a `concurrency:` limit, per instance: a slot is free when
+# it holds no execution or its lease expired (the worker holding it died).
+flow_slots = Table(
+    "flow_slots",
+    metadata,
+    Column("instance_id", String(36), primary_key=True),
+    Column("flow", String(200), primary_key=True),
+    Column("slot", Integer(), primary_key=True),
+    Column("execution_id", String(36)),
+    Column("lease_until", DateTime()),
 )

@@ -130,7 +130,11 @@ class SignatureSettings(BaseModel):
 
     @model_validator(mode="after")
     def _options_fit_scheme(self) -> SignatureSettings:
-        explicit = self.model_fields_set
+        # Options set to their defaults count as unset, so a dumped model validates again.
+        defaults = type(self).model_fields
+        explicit = {
+            name for name in self.model_fields_set if getattr(self, name) != defaults[name].default
+        }
         if self.scheme == "hmac" and self.header is None:
             raise ValueError(
                 "scheme hmac needs `header:`, the name of the header that carries the "

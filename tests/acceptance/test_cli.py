@@ -139,6 +139,8 @@ def run_demo(splice, server: Server, inbox: Path, *extra: str):
     return splice(
         "run",
         str(DEFINITION),
+        "--flow",
+        "sync",
         "--config",
         f"inbox={inbox}",
         "--config",
