@@ -221,3 +221,40 @@ def test_close_stops_running_execution(
     assert process_gone(template.pid)
     assert "failed" == outcomes[0].status
     assert "SandboxError" == outcomes[0].error_type
+
+
+def test_dead_template_kills_children(worker: Worker, tmp_path: Path) -> None:
+    """When the template dies, its running execution's child dies with it."""
+    sandbox = ForkServerSandbox(Settings.from_env({"SPLICE_DATA_DIR": str(tmp_path / "dies")}))
+    supervisor = Supervisor(
+        store=worker.store, blobs=worker.blobs, sandbox=sandbox, settings=worker.settings
+    )
+    integration = worker.load(definition(code_step("nap", "mark", "{name: nap, sleep: 20}")))
+    execution_id = worker.create(integration)
+    outcomes: list[ExecutionOutcome] = []
+
+    def run() -> None:
+        outcomes.append(
+            supervisor.run_execution(
+                execution_id,
+                integration,
+                flow="main",
+                config=worker.config(integration),
+                trigger={"type": "manual"},
+            )
+        )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert wait_for(lambda: "nap" in worker.marked()), "the step never started"
+        template = sandbox._process
+        assert template is not None
+        template.kill()  # the template this test started
+        thread.join(15)
+    finally:
+        sandbox.close()
+        thread.join(60)
+    assert ["nap"] == worker.marked()
+    assert "failed" == outcomes[0].status
+    assert "SandboxError" == outcomes[0].error_type
