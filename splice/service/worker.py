@@ -266,6 +266,10 @@ class Worker:
             logger.error(
                 "worker %s left execution %s to be retried: %s", self.name, execution_id, error
             )
+        except SpliceError as error:
+            # Bad input that no retry fixes (a config value, a definition): record it.
+            finished = True
+            self._finish_unrun(entry, "failed", type(error).__name__, str(error))
         except Exception:
             logger.exception("worker %s failed on execution %s", self.name, execution_id)
         finally:
@@ -367,10 +371,11 @@ class Worker:
         )
 
     def _fail(self, entry: QueueEntry, reason: str) -> None:
-        logger.error("execution %s failed before it started: %s", entry.execution_id, reason)
         self._finish_unrun(entry, "failed", "ExecutionError", reason)
 
     def _finish_unrun(self, entry: QueueEntry, status: str, error_type: str, message: str) -> None:
+        if status == "failed":
+            logger.error("execution %s failed before it started: %s", entry.execution_id, message)
         now = utc(self.clock())
         with self.store.engine.begin() as connection:
             connection.execute(
