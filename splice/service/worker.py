@@ -339,7 +339,8 @@ class Worker:
                 body_blob=stored.body_blob,
             )
         held.response = None
-        held.response_in_store = False
+        # A respond step checkpointed before a resume sends no event: read it from the records.
+        held.response_in_store = _responds(loaded.integration.flows[held.flow].steps)
 
         def watch(event: Event) -> None:
             # The answer of a synchronous webhook, handed to a waiter in this process.
@@ -351,8 +352,7 @@ class Worker:
             ):
                 if event.output.data is not None:
                     held.response = decode(event.output.data, event.output.encoding)
-                else:
-                    held.response_in_store = True
+                    held.response_in_store = False
 
         return self.supervisor.run_execution(
             execution_id,
@@ -441,6 +441,20 @@ class Worker:
         for item in held:
             if item.entry.execution_id in cancelled:
                 item.cancel.set()
+
+
+def _responds(steps: Any) -> bool:
+    """Whether any of the steps, at any depth, is a webhook.respond action."""
+    for step in steps:
+        if getattr(step, "action", None) == RESPOND_ACTION:
+            return True
+        nested = list(getattr(step, "steps", None) or [])
+        for case in getattr(step, "branch", None) or []:
+            nested.extend(case.steps)
+        nested.extend(getattr(step, "else_", None) or [])
+        if nested and _responds(nested):
+            return True
+    return False
 
 
 def _completion(outcome: ExecutionOutcome, held: _Held) -> Completion:

@@ -115,8 +115,8 @@ class RecordStore:
         self._sqlite = self.engine.dialect.name == "sqlite"
         self._paramstyle = self.engine.dialect.paramstyle
         self._insert_statements: dict[str, str] = {}
-        self._cached_second = -1
-        self._cached_prefix = ""
+        # The second and its text, as one tuple so that threads never see half an update.
+        self._cached: tuple[int, str] = (-1, "")
 
     @classmethod
     def open(cls, url: str) -> RecordStore:
@@ -178,10 +178,11 @@ class RecordStore:
         # The same text as SQLAlchemy's SQLite DateTime type, built from a cached prefix
         # because most rows of a batch fall within the same second.
         whole, micros = divmod(round(seconds * 1_000_000), 1_000_000)
-        if whole != self._cached_second:
-            self._cached_second = whole
-            self._cached_prefix = utc(whole).strftime("%Y-%m-%d %H:%M:%S.")
-        return f"{self._cached_prefix}{micros:06d}"
+        cached = self._cached
+        if whole != cached[0]:
+            cached = (whole, utc(whole).strftime("%Y-%m-%d %H:%M:%S."))
+            self._cached = cached
+        return f"{cached[1]}{micros:06d}"
 
     def write_batch(
         self,

@@ -81,13 +81,25 @@ RESUMABLE = """
         steps:
           - id: first
             action: http.request
-            inputs: {method: POST, url: "{{ config.url }}/first", json: {n: 1}, idempotency_key: true}
+            inputs:
+              method: POST
+              url: "{{ config.url }}/first"
+              json: {n: 1}
+              idempotency_key: true
           - id: held
             action: http.request
-            inputs: {method: POST, url: "{{ config.url }}/hold", json: {n: 2}, idempotency_key: true}
+            inputs:
+              method: POST
+              url: "{{ config.url }}/hold"
+              json: {n: 2}
+              idempotency_key: true
           - id: last
             action: http.request
-            inputs: {method: POST, url: "{{ config.url }}/last", json: {n: 3}, idempotency_key: true}
+            inputs:
+              method: POST
+              url: "{{ config.url }}/last"
+              json: {n: 3}
+              idempotency_key: true
 """
 
 
