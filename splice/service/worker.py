@@ -349,10 +349,10 @@ class Worker:
                 and event.action == RESPOND_ACTION
                 and event.status == "succeeded"
                 and event.output is not None
+                and event.output.data is not None
             ):
-                if event.output.data is not None:
-                    held.response = decode(event.output.data, event.output.encoding)
-                    held.response_in_store = False
+                held.response = decode(event.output.data, event.output.encoding)
+                held.response_in_store = False
 
         return self.supervisor.run_execution(
             execution_id,
