@@ -449,8 +449,8 @@ def _responds(steps: Any) -> bool:
         if getattr(step, "action", None) == RESPOND_ACTION:
             return True
         nested = list(getattr(step, "steps", None) or [])
-        for case in getattr(step, "branch", None) or []:
-            nested.extend(case.steps)
+        for branch in getattr(step, "branch", None) or []:
+            nested.extend(branch.steps)
         nested.extend(getattr(step, "else_", None) or [])
         if nested and _responds(nested):
             return True
