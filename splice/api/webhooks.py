@@ -185,7 +185,6 @@ def router(runtime: Runtime) -> APIRouter:
         timeout = trigger.sync_timeout or service.sync_timeout
         return accepted, waiter, timeout
 
-    @routes.api_route("/webhooks/{token}", methods=METHODS, include_in_schema=True)
     async def receive(token: str, request: Request) -> Response:
         """Start the webhook flow this URL belongs to with the request as its trigger."""
         try:
@@ -236,6 +235,14 @@ def router(runtime: Runtime) -> APIRouter:
             )
         return sync_answer(completion)
 
+    # One route per method, so each operation in the OpenAPI document has its own id.
+    for method in METHODS:
+        routes.add_api_route(
+            "/webhooks/{token}",
+            receive,
+            methods=[method],
+            operation_id=f"receive_webhook_{method.lower()}",
+        )
     return routes
 
 
