@@ -175,6 +175,13 @@ class RedisQueue:
         self._settle_script = self._client.register_script(SETTLE_SCRIPT)
         self._group_ready = False
 
+    def ping(self) -> None:
+        """Raise QueueUnavailable unless Redis answers (for readiness checks)."""
+        try:
+            self._client.ping()
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise QueueUnavailable("ping", self.url, error) from error
+
     def enqueue(self, execution_id: str) -> str:
         """Add an entry for the execution (XADD); return the entry's stream id."""
         if not execution_id:
