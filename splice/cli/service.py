@@ -82,7 +82,15 @@ def _serve_http(runtime: Any, settings: Any) -> None:
         f" (webhook URLs use {service.base_url()})",
         markup=False,
     )
+    # uvicorn raises the signal that stopped it again once it has shut down. Ignoring it
+    # then lets the caller drain the worker instead of dying by the default action.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _ignore_signal)
     server.run()  # returns on SIGINT or SIGTERM
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    logger.info("signal %d ignored: the process is already stopping", signum)
 
 
 def _has(module: str) -> bool:
