@@ -130,7 +130,7 @@ def test_prune_removes_old_executions_and_blobs(start_service, definition):
     for execution_id in (old_big, old_hook):
         assert service.wait_for(execution_id).status == "succeeded"
     _wait_for_log(service, running, "napping")
-    cutoff = time.time()  # the executions above started, and two ended, before this
+    cutoff = time.time()  # the executions above were created, and two ended, before this
 
     new_big = _start(service, "big", 6000)
     new_hook = _post_hook(service, urls["hook"], "d-new", body)["execution_id"]
