@@ -154,7 +154,7 @@ def router(runtime: Runtime) -> APIRouter:
         delivery_id = None
         if trigger.delivery_id is not None:
             delivery_id, problem = _delivery_id(trigger, joined, body)
-            if problem is not None:
+            if problem is not None and trigger.delivery_id.required:
                 return error(400, problem)
         execution_id = new_execution_id()
         body_blob = None

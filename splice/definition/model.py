@@ -91,6 +91,8 @@ class DeliveryId(_Model):
 
     header: str | None = Field(None, min_length=1, max_length=200)
     body: str | None = Field(None, min_length=1, max_length=500)  # a dotted path, e.g. data.id
+    # A delivery without the id answers 400 when required, else starts an execution unchecked.
+    required: bool = True
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DeliveryId:

@@ -78,6 +78,7 @@ def _preload() -> None:
     from splice.definition.expressions import compile_value
 
     components.builtin_components()
+    _warm_http()
     compile_value({"warm": "{{ steps.a.b | length }} {{ item }}"})
     # Validating once loads whatever pydantic and the validators load on first use, so that
     # no child pays for it (a lazy import from inside the sandbox reads from disk).
@@ -85,6 +86,41 @@ def _preload() -> None:
     # Lazily imported by socket and httpx on first use; an unprivileged child may not be
     # able to import them later.
     import encodings.idna  # noqa: F401
+
+
+def _warm_http() -> None:
+    """Send one request through the http component's client to a loopback socket.
+
+    httpx and httpcore import their connection, parsing and TLS modules on first use, about
+    30 ms in all, which every execution's first request would pay again after the fork.
+    """
+    import socket
+    import threading
+
+    import httpx
+
+    from splice.components.http import new_client
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def answer() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: 2\r\nconnection: close\r\n\r\n{}"
+                )
+
+        server = threading.Thread(target=answer, daemon=True)
+        server.start()
+        try:
+            with new_client() as client:
+                client.post(f"http://127.0.0.1:{port}/warm", json={"warm": True}).json()
+        except httpx.HTTPError:
+            logger.debug("warming the HTTP client failed; executions load it themselves")
+        server.join(timeout=2)
 
 
 def _plan(config: dict[str, Any]) -> confinement.Plan:

@@ -92,6 +92,12 @@ DEFINITION = """
           - id: echo
             action: code.run
             inputs: {file: echo.py, args: {trigger: "{{ trigger }}"}}
+      optional:
+        trigger: {type: webhook, delivery_id: {header: X-Delivery-Id, required: false}}
+        steps:
+          - id: echo
+            action: code.run
+            inputs: {file: echo.py, args: {trigger: "{{ trigger }}"}}
       by_field:
         trigger: {type: webhook, delivery_id: {body: event.id}}
         steps:
@@ -359,3 +365,14 @@ def test_unknown_token_and_disabled_instance(hooks):
     assert disabled.status_code == 409
     assert "splice instances enable" in disabled.json()["error"]
     assert _count(service) == 0
+
+
+def test_optional_delivery_id(hooks):
+    service, urls = hooks
+    plain = [service.client.post(urls["optional"], json={}).json() for _ in range(2)]
+    assert plain[0]["execution_id"] != plain[1]["execution_id"]
+    headers = {"x-delivery-id": "same"}
+    marked = [
+        service.client.post(urls["optional"], json={}, headers=headers).json() for _ in range(2)
+    ]
+    assert marked[1] == {"execution_id": marked[0]["execution_id"], "duplicate": True}
