@@ -160,6 +160,7 @@ class Intake:
             else schedule_states.c.last_fired == previous
         )
         trigger = {
+            "type": "schedule",
             "scheduled_for": due.replace(tzinfo=datetime.UTC).isoformat(),
             "fired_at": moment.replace(tzinfo=datetime.UTC).isoformat(),
         }
