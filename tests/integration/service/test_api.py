@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 from typing import Any
 
@@ -37,7 +38,13 @@ DEFINITION = """
       nightly:
         trigger: {type: schedule, cron: "* * * * *", timezone: Europe/Berlin}
         steps:
-          - {id: note, action: log.write, inputs: {message: "tick"}}
+          - id: tick
+            action: code.run
+            inputs:
+              source: |
+                def run(context, trigger):
+                    return trigger
+              args: {trigger: "{{ trigger }}"}
       slow:
         trigger: {type: manual}
         concurrency: 2
@@ -214,6 +221,26 @@ def test_disabled_instance_stops_webhooks_and_schedules(start_service, definitio
     assert len(fired) == 1
     flows = sorted(item["flow"] for item in service.client.get("/api/executions").json())
     assert flows == ["hook", "nightly"]
+
+
+def test_schedule_execution_sees_its_due_time(start_service, definition):
+    clock = Clock()
+    service = start_service(clock=clock)
+    _deploy(service, definition)
+    runtime = service.runtime
+    scheduler = Scheduler(runtime.store, runtime.intake, runtime.instances, clock=clock)
+    clock.offset += 60
+    (execution_id,) = scheduler.tick()
+    data = _ended(service, execution_id)
+    assert data["status"] == "succeeded", data
+    assert data["trigger_type"] == "schedule"
+    trigger = data["result"]
+    assert trigger["type"] == "schedule"
+    scheduled_for = datetime.datetime.fromisoformat(trigger["scheduled_for"])
+    fired_at = datetime.datetime.fromisoformat(trigger["fired_at"])
+    assert scheduled_for.second == 0
+    assert scheduled_for.utcoffset() == datetime.timedelta(0)
+    assert scheduled_for <= fired_at
 
 
 def test_enable_unknown_instance_answers_404(start_service):
