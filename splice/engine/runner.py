@@ -147,6 +147,11 @@ class Runner:
 
     # -- the execution ------------------------------------------------------------------
 
+    @property
+    def resources(self) -> dict[str, Any]:
+        """Objects the actions of this execution share, such as an HTTP client."""
+        return self._resources
+
     def run(self) -> ResultEvent:
         """Run the flow to its end and return the result event (not emitted)."""
         scope: dict[str, Any] = {

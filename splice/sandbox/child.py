@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from splice.components.code import COMPILED_RESOURCE
 from splice.definition.model import Integration
 from splice.engine import events
 from splice.engine.events import ErrorInfo, ResultEvent
@@ -241,6 +242,7 @@ def _run(spec: execution_spec.ExecutionSpec, emit: Any, output: _OutputLog) -> R
         return ResultEvent(
             "failed", error=ErrorInfo(type(error).__name__, f"invalid spec: {error}")
         )
+    runner.resources[COMPILED_RESOURCE] = spec.compiled
     stdout, stderr = sys.stdout, sys.stderr
     sys.stdout = _PrintCapture(runner, "info")
     sys.stderr = _PrintCapture(runner, "warning")

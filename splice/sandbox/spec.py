@@ -50,6 +50,8 @@ class ExecutionSpec(msgspec.Struct, omit_defaults=True):
     checkpoints: dict[str, Recorded] = {}
     # The highest attempt recorded so far for each step path that is not a checkpoint.
     attempts: dict[str, int] = {}
+    # Code objects of the customer code files, compiled once by the supervisor (marshal).
+    compiled: dict[str, bytes] = {}
 
 
 encoder = msgspec.msgpack.Encoder()

@@ -26,6 +26,9 @@ from splice.store.tables import customers, instances, schedule_states, webhook_e
 from splice.triggers.schedule import Schedule, ScheduleError
 
 TOKEN_BYTES = 24  # 192 random bits in each webhook URL
+# Seconds a loaded instance or a webhook token's target is used before it is read again, so
+# a redeploy, a disable or a removed flow takes effect within this time in every process.
+CACHE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,10 @@ class Instances:
         self.clock = clock
         self.sealer = sealer
         self.base_url = base_url
-        # Loaded instances by id, checked against updated_at so a redeploy is seen.
-        self._loaded: dict[str, LoadedInstance] = {}
+        # Loaded instances by id, with when they were read; checked against updated_at once
+        # CACHE_SECONDS passed, so a redeploy is seen.
+        self._loaded: dict[str, tuple[float, LoadedInstance]] = {}
+        self._endpoints: dict[str, tuple[float, Endpoint | None]] = {}
         self._lock = threading.Lock()
 
     # -- deploying ------------------------------------------------------------------------
@@ -153,6 +158,9 @@ class Instances:
                 )
             webhooks = self._sync_webhooks(connection, instance_id, integration, moment)
             self._sync_schedules(connection, instance_id, schedules, moment)
+        with self._lock:
+            self._loaded.pop(instance_id, None)
+            self._endpoints.clear()
         instance = self.get(instance_id)
         assert instance is not None
         return Deployment(
@@ -349,6 +357,8 @@ class Instances:
         return instance
 
     def set_enabled(self, instance_id: str, enabled: bool) -> None:
+        with self._lock:
+            self._loaded.pop(instance_id, None)  # this process sees the change at once
         with self.store.engine.begin() as connection:
             connection.execute(
                 update(instances)
@@ -371,23 +381,40 @@ class Instances:
             return [dict(row._mapping) for row in connection.execute(query)]
 
     def endpoint(self, token: str) -> Endpoint | None:
+        moment = time.monotonic()
+        with self._lock:
+            cached = self._endpoints.get(token)
+        if cached is not None and moment - cached[0] < CACHE_SECONDS:
+            return cached[1]
         query = select(webhook_endpoints.c.instance_id, webhook_endpoints.c.flow).where(
             webhook_endpoints.c.token == token
         )
         with self.store.engine.connect() as connection:
             row = connection.execute(query).first()
-        return Endpoint(token, row.instance_id, row.flow) if row else None
+        found = Endpoint(token, row.instance_id, row.flow) if row else None
+        with self._lock:
+            if len(self._endpoints) > 10_000:
+                self._endpoints.clear()
+            self._endpoints[token] = (moment, found)
+        return found
 
     def load(self, instance_id: str) -> LoadedInstance:
         """The instance with its integration and unsealed config, cached until redeployed."""
+        moment = time.monotonic()
+        with self._lock:
+            recent = self._loaded.get(instance_id)
+        if recent is not None and moment - recent[0] < CACHE_SECONDS:
+            cached = recent[1]
+            return LoadedInstance(cached.instance, cached.integration, _copy(cached.config))
         with self.store.engine.connect() as connection:
             row = connection.execute(self._select().where(instances.c.id == instance_id)).first()
         if row is None:
             raise NotFoundError(f"no instance {instance_id!r}; it may have been deleted")
         instance = self._instance(row)
-        with self._lock:
-            cached = self._loaded.get(instance_id)
-        if cached is not None and cached.instance.updated_at == instance.updated_at:
+        if recent is not None and recent[1].instance.updated_at == instance.updated_at:
+            cached = LoadedInstance(instance, recent[1].integration, recent[1].config)
+            with self._lock:
+                self._loaded[instance_id] = (moment, cached)
             return LoadedInstance(instance, cached.integration, _copy(cached.config))
         integration = Integration.model_validate(json.loads(row.definition))
         integration._source_path = row.definition_path
@@ -399,7 +426,7 @@ class Instances:
             instance, integration, ConfigValues(sealed["values"], sealed["secrets"])
         )
         with self._lock:
-            self._loaded[instance_id] = loaded
+            self._loaded[instance_id] = (moment, loaded)
         return LoadedInstance(instance, integration, _copy(loaded.config))
 
 

@@ -53,6 +53,7 @@ class _Held:
     limit: int | None = None  # the flow's concurrency limit, when it has one
     instance_id: str = ""
     flow: str = ""
+    trigger: Any = None  # (trigger mapping, stored webhook request) as decode_trigger gives
     response: Any = None  # the output of a webhook.respond step
     response_in_store: bool = False  # too large to keep here: read it from the records
 
@@ -183,6 +184,8 @@ class Worker:
                     executions.c.cancel_requested,
                     executions.c.instance_id,
                     executions.c.flow,
+                    executions.c.trigger,
+                    executions.c.trigger_blob,
                 ).where(executions.c.id == execution_id)
             ).first()
         if record is None:
@@ -221,7 +224,13 @@ class Worker:
         except (SpliceError, KeyError) as error:
             self._fail(entry, f"its instance could not be loaded: {error}")
             return
-        held = _Held(entry, limit=limit, instance_id=record.instance_id, flow=record.flow)
+        held = _Held(
+            entry,
+            limit=limit,
+            instance_id=record.instance_id,
+            flow=record.flow,
+            trigger=decode_trigger(record.trigger, record.trigger_blob),
+        )
         with self._lock:
             self._held[execution_id] = held
         if limit is None or self.slots.acquire(
@@ -319,14 +328,8 @@ class Worker:
 
     def _run(self, held: _Held) -> ExecutionOutcome:
         execution_id = held.entry.execution_id
-        with self.store.engine.connect() as connection:
-            record = connection.execute(
-                select(executions.c.trigger, executions.c.trigger_blob).where(
-                    executions.c.id == execution_id
-                )
-            ).one()
         loaded = self.instances.load(held.instance_id)
-        trigger, stored = decode_trigger(record.trigger, record.trigger_blob)
+        trigger, stored = held.trigger
         request = None
         if stored is not None:
             from splice.engine.requests import WebhookRequest
