@@ -90,7 +90,7 @@ def _serve_http(runtime: Any, settings: Any) -> None:
 
 
 def _ignore_signal(signum: int, frame: Any) -> None:
-    logger.info("signal %d ignored: the process is already stopping", signum)
+    logger.debug("signal %d received while stopping; the drain goes on", signum)
 
 
 def _has(module: str) -> bool:
