@@ -7,13 +7,7 @@ import os
 
 import pytest
 
-from tests.integration.blobs.conftest import (  # noqa: F401  (fixtures)
-    REGION,
-    aws_environment,
-    bucket,
-    moto_url,
-    s3_admin,
-)
+from tests.integration.blobs.conftest import REGION
 from tests.integration.queue.redis_server import RedisServer
 
 DEFINITION = """
@@ -48,12 +42,7 @@ def redis_url(tmp_path):
 
 
 def test_webhook_through_redis_and_s3(
-    start_service,
-    definition,
-    redis_url,
-    moto_url,
-    bucket,
-    s3_admin,  # noqa: F811
+    start_service, definition, redis_url, moto_url, bucket, s3_admin
 ):
     service = start_service(
         SPLICE_QUEUE_URL=redis_url,
