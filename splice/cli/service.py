@@ -135,6 +135,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     except SpliceError as error:
         runtime.close(drain=0)
         _fail(ctx, error)
+    except SystemExit:
+        # uvicorn exits when it cannot listen (the port is taken): stop the started roles.
+        runtime.close(drain=0)
+        raise
     stderr.print("splice: stopping; running executions finish first", markup=False)
     runtime.close()
 
