@@ -505,3 +505,13 @@ def test_sigterm_drains_running_execution(splice, greeter, serve):
     assert "running executions finish first" in served.output()
     data = splice.show(execution_id)
     assert data["status"] == "succeeded", data
+
+
+def test_serve_on_taken_port_exits_cleanly(splice):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", splice.port))
+        taken.listen()
+        completed = splice("serve", "--port", str(splice.port))
+    assert completed.returncode != 0
+    assert "address already in use" in completed.stderr
+    assert "Traceback" not in completed.stderr
