@@ -35,6 +35,7 @@ from splice.triggers.signatures import SignatureError, verify
 _HOP_BY_HOP = frozenset(
     ("connection", "content-length", "transfer-encoding", "keep-alive", "upgrade", "te")
 )
+POLL_INTERVAL = 0.5  # seconds between reads of the records while a sync webhook waits
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
@@ -214,9 +215,8 @@ def router(runtime: Runtime) -> APIRouter:
         extra = {"duplicate": True} if accepted.duplicate else {}
         if waiter is None:
             return JSONResponse({"execution_id": accepted.execution_id, **extra}, status_code=202)
-        try:
-            completion = await asyncio.wait_for(asyncio.wrap_future(waiter), timeout)
-        except TimeoutError:
+        completion = await wait_for_completion(runtime, accepted.execution_id, waiter, timeout)
+        if completion is None:
             runtime.completions.forget(accepted.execution_id, waiter)
             return JSONResponse(
                 {
@@ -244,6 +244,30 @@ def router(runtime: Runtime) -> APIRouter:
             operation_id=f"receive_webhook_{method.lower()}",
         )
     return routes
+
+
+async def wait_for_completion(
+    runtime: Runtime, execution_id: str, waiter: Any, timeout: float
+) -> Completion | None:
+    """Wait for the execution's completion, or None after ``timeout`` seconds.
+
+    A worker of this process, or one reached through Redis, resolves ``waiter`` at once.
+    The records are also read every POLL_INTERVAL seconds, for workers that no message
+    reaches: other processes on the database queue, or a message lost while Redis
+    restarted.
+    """
+    future = asyncio.wrap_future(waiter)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), min(POLL_INTERVAL, remaining))
+        except TimeoutError:
+            found = await run_in_threadpool(runtime.read_completion, execution_id)
+            if found is not None:
+                return found
 
 
 def _delivery_id(

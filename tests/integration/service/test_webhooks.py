@@ -376,3 +376,15 @@ def test_optional_delivery_id(hooks):
         service.client.post(urls["optional"], json={}, headers=headers).json() for _ in range(2)
     ]
     assert marked[1] == {"execution_id": marked[0]["execution_id"], "duplicate": True}
+
+
+def test_sync_answer_from_a_worker_in_another_runtime(start_service, definition):
+    """`splice api` and `splice worker` on the database queue share no channel: the API
+    reads the outcome from the records."""
+    api = start_service(worker=False)
+    start_service(http=False)  # the worker, with completions of its own
+    urls = api.deploy(definition(DEFINITION, {"echo.py": ECHO}), github_secret=SECRET).webhooks
+    answer = api.client.post(urls["answer"], json={"name": "Grace"})
+    assert answer.status_code == 201
+    assert answer.json() == {"got": "Grace"}
+    assert api.client.post(urls["fail"], content=b"").status_code == 500
