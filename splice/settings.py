@@ -73,6 +73,7 @@ class ServiceSettings:
     drain_timeout: float = 60.0  # SPLICE_DRAIN_TIMEOUT, seconds a worker drains on SIGTERM
     schedule_interval: float = 1.0  # SPLICE_SCHEDULE_INTERVAL, seconds between due checks
     retention: float = 30 * DAY  # SPLICE_RETENTION_DAYS (0 keeps executions for ever)
+    requeue_after: float = 600.0  # SPLICE_REQUEUE_AFTER: seconds before recovery requeues
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ServiceSettings:
@@ -103,6 +104,7 @@ class ServiceSettings:
             drain_timeout=_seconds(env, "SPLICE_DRAIN_TIMEOUT", 60.0),
             schedule_interval=_seconds(env, "SPLICE_SCHEDULE_INTERVAL", 1.0),
             retention=retention_days * DAY,
+            requeue_after=_seconds(env, "SPLICE_REQUEUE_AFTER", 600.0),
         )
 
     def base_url(self) -> str:

@@ -192,7 +192,9 @@ def _executions(runtime: Runtime) -> APIRouter:
     @routes.get("/executions")
     async def list_executions(
         status: str | None = Query(None, description=" | ".join(STATUSES)),
-        instance: str | None = None,
+        instance: str | None = Query(
+            None, description="an instance id, a unique prefix of one, or CUSTOMER/INTEGRATION"
+        ),
         customer: str | None = None,
         integration: str | None = None,
         flow: str | None = None,
@@ -206,7 +208,7 @@ def _executions(runtime: Runtime) -> APIRouter:
             query = select(executions).order_by(executions.c.created_at.desc()).limit(limit)
             filters = {
                 "status": status,
-                "instance_id": instance,
+                "instance_id": runtime.instances.require(instance).id if instance else None,
                 "customer_id": _customer_id(runtime, customer) if customer else None,
                 "integration_key": integration,
                 "flow": flow,

@@ -230,7 +230,10 @@ def executions() -> None:
 
 
 @executions.command("list")
-@click.option("--status", type=click.Choice(["running", "succeeded", "failed"]))
+@click.option(
+    "--status",
+    type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]),
+)
 @click.option("--integration", help="Only executions of this integration key.")
 @click.option("--flow", help="Only executions of this flow.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))

@@ -131,6 +131,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         runtime.start_worker()
         runtime.start_scheduler()
         runtime.start_retention()
+        runtime.start_recovery()
         _serve_http(runtime, settings)
     except SpliceError as error:
         runtime.close(drain=0)
@@ -196,6 +197,7 @@ def scheduler(ctx: click.Context) -> None:
         runtime.start_relay()
         runtime.start_scheduler()
         runtime.start_retention()
+        runtime.start_recovery()
         stderr.print(f"splice: scheduler {runtime.name} running", markup=False)
         _wait_for_signal()
     finally:

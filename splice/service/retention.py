@@ -97,16 +97,16 @@ class Retention:
 
     def prune_now(self) -> Pruned:
         now = self.clock()
+        # SPLICE_RETENTION_DAYS=0 keeps executions for ever; delivery ids still expire.
+        keep_all = self.retention <= 0
         return prune(
             self.store,
             self.blobs,
-            ended_before=utc(now - self.retention),
+            ended_before=utc(0) if keep_all else utc(now - self.retention),
             delivered_before=utc(now - self.delivery_window),
         )
 
     def start(self) -> None:
-        if self.retention <= 0:
-            return  # SPLICE_RETENTION_DAYS=0 keeps executions for ever
         self._thread = threading.Thread(target=self._loop, name="splice-retention", daemon=True)
         self._thread.start()
 

@@ -18,6 +18,7 @@ from splice.queue.database import DatabaseQueue
 from splice.service.completions import Completion, Completions, RedisCompletions, read_completion
 from splice.service.instances import Instances
 from splice.service.intake import Intake
+from splice.service.recovery import Recovery
 from splice.service.relay import Relay
 from splice.service.retention import Retention
 from splice.service.scheduler import Scheduler
@@ -72,6 +73,7 @@ class Runtime:
         self.scheduler: Scheduler | None = None
         self.relay: Relay | None = None
         self.retention: Retention | None = None
+        self.recovery: Recovery | None = None
         self._sandbox: Any = None
 
     def read_completion(self, execution_id: str) -> Completion | None:
@@ -132,6 +134,17 @@ class Runtime:
         self.relay.start()
         return self.relay
 
+    def start_recovery(self) -> Recovery:
+        """Queue again executions that a queue lost (see splice.service.recovery)."""
+        self.recovery = Recovery(
+            self.store,
+            self.outbox,
+            stale_after=max(self.settings.service.requeue_after, 2 * self.settings.service.lease),
+            clock=self.clock,
+        )
+        self.recovery.start()
+        return self.recovery
+
     def start_retention(self) -> Retention:
         service = self.settings.service
         self.retention = Retention(
@@ -156,7 +169,7 @@ class Runtime:
         if self.worker is not None:
             drain_time = self.settings.service.drain_timeout if drain is None else drain
             drained = self.worker.stop(drain=drain_time)
-        for role in (self.scheduler, self.relay, self.retention):
+        for role in (self.scheduler, self.relay, self.retention, self.recovery):
             if role is not None:
                 role.stop()
         self.completions.close()

@@ -90,6 +90,7 @@ class Worker:
         self._held: dict[str, _Held] = {}
         self._lock = threading.Condition()
         self._stopping = threading.Event()
+        self._closed = threading.Event()
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="splice-execution")
         self._threads: list[threading.Thread] = []
 
@@ -122,6 +123,7 @@ class Worker:
             while self._held and time.monotonic() < deadline:
                 self._lock.wait(min(0.1, max(0.0, deadline - time.monotonic())))
             drained = not self._held
+        self._closed.set()  # ends the heartbeat even when executions are still running
         for thread in self._threads:
             thread.join(timeout=5)
         self._pool.shutdown(wait=drained)
@@ -406,10 +408,13 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         # Runs on through a drain, so running executions keep their leases.
         while True:
-            stopped = self._stopping.wait(self.heartbeat)
+            # Waits on _closed, which stop() sets only after the drain, so that a draining
+            # worker still beats once per interval instead of in a busy loop.
+            if self._closed.wait(self.heartbeat):
+                return
             with self._lock:
                 idle = not self._held
-            if stopped and idle:
+            if self._stopping.is_set() and idle:
                 return
             try:
                 self.beat()
@@ -427,11 +432,20 @@ class Worker:
         if not running:
             return
         with self.store.engine.begin() as connection:
-            connection.execute(
+            # NOTE: a worker whose heartbeats stalled past the lease (a paused VM) keeps running
+            # an execution that another worker has taken over, and both write its records.
+            # Stopping it needs an abandon path in the supervisor that writes no final record.
+            renewed = connection.execute(
                 update(executions)
                 .where(executions.c.id.in_(running) & (executions.c.worker == self.name))
                 .values(lease_until=utc(self.clock() + self.lease))
-            )
+            ).rowcount
+            if renewed < len(running):
+                logger.warning(
+                    "worker %s lost the lease of %d running executions to another worker",
+                    self.name,
+                    len(running) - renewed,
+                )
             cancelled = {
                 row[0]
                 for row in connection.execute(

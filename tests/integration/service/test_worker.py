@@ -374,3 +374,35 @@ def test_redis_queue_survives_a_restart_under_load(
     finally:
         service.stop() if "service" in locals() else None
         redis_server.stop()
+
+
+def test_recovery_requeues_what_redis_lost(start_service, definition, tmp_path, tmp_path_factory):
+    from splice.service.recovery import Recovery
+    from splice.store.tables import queue_entries
+
+    redis_server = RedisServer(tmp_path / "redis")
+    redis_server.start()
+    try:
+        service = start_service(http=False, worker=False, SPLICE_QUEUE_URL=redis_server.url)
+        service.deploy(definition(SLEEPY, {"nap.py": NAP}), out=str(_granted(tmp_path_factory)))
+        execution_id = _start(service, "nap", 0)
+
+        def relayed() -> bool:
+            with service.runtime.store.engine.connect() as connection:
+                return connection.execute(select(queue_entries.c.id)).first() is None
+
+        _wait(relayed, what="the relay to move the entry to Redis")
+        with redis_server.client() as client:
+            assert client.delete("splice:executions") == 1  # Redis lost its data
+        runtime = service.runtime
+        early = Recovery(runtime.store, runtime.outbox, stale_after=600)
+        assert early.recover_once() == []  # queued for a moment only: not abandoned
+        late = Recovery(
+            runtime.store, runtime.outbox, stale_after=600, clock=lambda: time.time() + 601
+        )
+        assert late.recover_once() == [execution_id]
+        runtime.start_worker(concurrency=1)
+        assert service.wait_for(execution_id, timeout=60).status == "succeeded"
+        assert late.recover_once() == []
+    finally:
+        redis_server.stop()
