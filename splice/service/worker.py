@@ -1,8 +1,8 @@
 """Workers: take queued executions, run them in the sandbox, and finish their entries.
 
 A worker runs up to ``concurrency`` executions at once, each on a thread of its own that
-drives one sandboxed child. A heartbeat thread renews the leases of everything the worker
-holds (queue entries, execution records, concurrency slots) and picks up cancel requests.
+drives one sandboxed child. A heartbeat thread renews every lease the worker owns (queue
+entries, execution records, concurrency slots) and picks up cancel requests.
 An entry is acknowledged only after the execution's final record is committed, so a worker
 killed at any moment leaves its executions to another worker, which resumes each from its
 last checkpointed step once the lease expires.
@@ -41,21 +41,23 @@ PARK_RETRY = 0.05  # seconds between attempts to take a slot for a parked execut
 
 
 def worker_name() -> str:
-    """A consumer name unique to this process: host, pid and a random suffix."""
+    """Return a queue consumer name unique to this process: host, pid and a random suffix."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 @dataclass
-class _Held:
+class _Claim:
+    """A queue entry this worker claimed, parked for a concurrency slot or running."""
+
     entry: QueueEntry
     running: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
     limit: int | None = None  # the flow's concurrency limit, when it has one
     instance_id: str = ""
     flow: str = ""
-    trigger: Any = None  # (trigger mapping, stored webhook request) as decode_trigger gives
+    trigger: Any = None  # (trigger mapping, stored webhook request) from decode_trigger
     response: Any = None  # the output of a webhook.respond step
-    response_in_store: bool = False  # too large to keep here: read it from the records
+    response_in_store: bool = False  # True: read the response from the step run records
 
 
 class Worker:
@@ -87,7 +89,7 @@ class Worker:
         self.heartbeat = heartbeat if heartbeat is not None else lease / 3
         self.name = name or worker_name()
         self.clock = clock
-        self._held: dict[str, _Held] = {}
+        self._claims: dict[str, _Claim] = {}
         self._lock = threading.Condition()
         self._stopping = threading.Event()
         self._closed = threading.Event()
@@ -97,6 +99,7 @@ class Worker:
     # -- running --------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the claim and heartbeat threads."""
         for target, name in ((self._claim_loop, "claim"), (self._heartbeat_loop, "heartbeat")):
             thread = threading.Thread(target=target, name=f"splice-worker-{name}", daemon=True)
             thread.start()
@@ -104,7 +107,7 @@ class Worker:
         logger.info("worker %s started: %d executions at once", self.name, self.concurrency)
 
     def stop(self, *, drain: float = 60.0) -> bool:
-        """Stop claiming, let running executions finish for up to ``drain`` seconds.
+        """Stop claiming and let running executions finish for up to ``drain`` seconds.
 
         Returns True when every execution finished. Parked entries (waiting for a
         concurrency slot) go back to the queue at once. Executions still running after the
@@ -113,16 +116,16 @@ class Worker:
         self._stopping.set()
         deadline = time.monotonic() + drain
         with self._lock:
-            parked = [held for held in self._held.values() if not held.running]
-            for held in parked:
-                del self._held[held.entry.execution_id]
+            parked = [claim for claim in self._claims.values() if not claim.running]
+            for claim in parked:
+                del self._claims[claim.entry.execution_id]
             self._lock.notify_all()
-        for held in parked:
-            self._release(held.entry)
+        for claim in parked:
+            self._release(claim.entry)
         with self._lock:
-            while self._held and time.monotonic() < deadline:
+            while self._claims and time.monotonic() < deadline:
                 self._lock.wait(min(0.1, max(0.0, deadline - time.monotonic())))
-            drained = not self._held
+            drained = not self._claims
         self._closed.set()  # ends the heartbeat even when executions are still running
         for thread in self._threads:
             thread.join(timeout=5)
@@ -132,22 +135,23 @@ class Worker:
                 "worker %s stopped with %d executions still running; they resume on another "
                 "worker once their leases expire",
                 self.name,
-                len(self._held),
+                len(self._claims),
             )
         return drained
 
     def cancel(self, execution_id: str) -> bool:
-        """Stop an execution this worker is running now; False when it holds none such."""
+        """Signal a claimed execution to stop; return False when this worker has not claimed it."""
         with self._lock:
-            held = self._held.get(execution_id)
-        if held is None:
+            claim = self._claims.get(execution_id)
+        if claim is None:
             return False
-        held.cancel.set()
+        claim.cancel.set()
         return True
 
     def running(self) -> list[str]:
+        """Return the ids of the executions this worker is running now."""
         with self._lock:
-            return [key for key, held in self._held.items() if held.running]
+            return [key for key, claim in self._claims.items() if claim.running]
 
     # -- claiming -------------------------------------------------------------------------
 
@@ -157,12 +161,13 @@ class Worker:
             try:
                 self._retry_parked()
                 with self._lock:
-                    running = sum(1 for held in self._held.values() if held.running)
-                    room = min(self.concurrency - running, 2 * self.concurrency - len(self._held))
+                    running = sum(1 for claim in self._claims.values() if claim.running)
+                    # At most `concurrency` running and as many again parked for a slot.
+                    room = min(self.concurrency - running, 2 * self.concurrency - len(self._claims))
                     if room <= 0:
                         self._lock.wait(PARK_RETRY)
                         continue
-                    parked = len(self._held) - running
+                    parked = len(self._claims) - running
                 wait = PARK_RETRY if parked else 0.5
                 for entry in self.queue.claim(self.name, limit=room, wait=wait):
                     self._admit(entry)
@@ -170,30 +175,23 @@ class Worker:
             except Exception as error:
                 if self._stopping.is_set():
                     return
-                logger.warning("worker %s could not claim executions: %s", self.name, error)
+                logger.warning(
+                    "worker %s failed to claim executions, retrying in %.1f s: %s",
+                    self.name,
+                    backoff,
+                    error,
+                )
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
     def _admit(self, entry: QueueEntry) -> None:
-        """Decide what to do with a claimed entry: finish it, park it, drop it or run it."""
+        """Act on a claimed entry: acknowledge, cancel, fail, skip, park or run it."""
         execution_id = entry.execution_id
-        with self.store.engine.connect() as connection:
-            record = connection.execute(
-                select(
-                    executions.c.status,
-                    executions.c.worker,
-                    executions.c.lease_until,
-                    executions.c.cancel_requested,
-                    executions.c.instance_id,
-                    executions.c.flow,
-                    executions.c.trigger,
-                    executions.c.trigger_blob,
-                ).where(executions.c.id == execution_id)
-            ).first()
+        record = self._read_record(execution_id)
         if record is None:
             logger.warning(
                 "queue entry %s names execution %s, which has no record (pruned?); "
-                "acknowledging it",
+                "acknowledging the entry",
                 entry.entry_id,
                 execution_id,
             )
@@ -205,28 +203,35 @@ class Worker:
         if record.cancel_requested and record.status == "queued":
             self._cancel_queued(entry)
             return
+
         if (
             record.status == "running"
             and record.worker not in (None, self.name)
             and record.lease_until is not None
             and record.lease_until >= utc(self.clock())
         ):
-            # Another worker holds it (a duplicate entry, or its lease outlived the entry's):
-            # leave the entry unrenewed, so it comes back once that lease has run out.
+            # Another live worker runs it (a duplicate entry, or its lease outlived the
+            # entry's). Leave the entry unrenewed, so it comes back once that lease expires.
             logger.info(
-                "execution %s is held by worker %s; leaving it", execution_id, record.worker
+                "execution %s is running on worker %s; leaving it", execution_id, record.worker
             )
             return
         if record.instance_id is None:
             self._fail(entry, "the execution has no instance, so a worker cannot run it")
             return
+
         try:
             loaded = self.instances.load(record.instance_id)
             limit = loaded.integration.flows[record.flow].concurrency
         except (SpliceError, KeyError) as error:
-            self._fail(entry, f"its instance could not be loaded: {error}")
+            self._fail(
+                entry,
+                f"instance {record.instance_id} or its flow {record.flow!r} could not be "
+                f"loaded: {error}",
+            )
             return
-        held = _Held(
+
+        claim = _Claim(
             entry,
             limit=limit,
             instance_id=record.instance_id,
@@ -234,44 +239,81 @@ class Worker:
             trigger=decode_trigger(record.trigger, record.trigger_blob),
         )
         with self._lock:
-            self._held[execution_id] = held
+            # stop() gives parked entries back under this lock, so register none after it.
+            stopping = self._stopping.is_set()
+            if not stopping:
+                self._claims[execution_id] = claim
+        if stopping:
+            self._release(entry)
+            return
         if limit is None or self.slots.acquire(
             record.instance_id, record.flow, limit, execution_id
         ):
-            self._launch(held)
+            self._launch(claim)
+
+    def _read_record(self, execution_id: str) -> Any:
+        """Read the execution fields that decide what to do with its entry, or None."""
+        with self.store.engine.connect() as connection:
+            return connection.execute(
+                select(
+                    executions.c.status,
+                    executions.c.worker,
+                    executions.c.lease_until,
+                    executions.c.cancel_requested,
+                    executions.c.instance_id,
+                    executions.c.flow,
+                    executions.c.trigger,
+                    executions.c.trigger_blob,
+                ).where(executions.c.id == execution_id)
+            ).first()
 
     def _retry_parked(self) -> None:
+        """Launch each parked execution whose flow now has a free concurrency slot."""
         with self._lock:
-            parked = [held for held in self._held.values() if not held.running]
-        for held in parked:
+            parked = [claim for claim in self._claims.values() if not claim.running]
+        for claim in parked:
             if self._stopping.is_set():
                 return
-            assert held.limit is not None
-            if self.slots.acquire(held.instance_id, held.flow, held.limit, held.entry.execution_id):
-                self._launch(held)
+            assert claim.limit is not None
+            execution_id = claim.entry.execution_id
+            if self.slots.acquire(claim.instance_id, claim.flow, claim.limit, execution_id):
+                self._launch(claim)
 
-    def _launch(self, held: _Held) -> None:
+    def _launch(self, claim: _Claim) -> None:
+        """Mark the claim running and run its execution on the pool."""
+        execution_id = claim.entry.execution_id
         with self._lock:
-            held.running = True
-        self._pool.submit(self._execute, held)
+            # stop() may have given a parked entry back to the queue since the slot was taken.
+            still_claimed = self._claims.get(execution_id) is claim
+            if still_claimed:
+                claim.running = True
+        if not still_claimed:
+            if claim.limit is not None:
+                self._release_slot(execution_id)
+            return
+        self._pool.submit(self._execute, claim)
 
     # -- executing ------------------------------------------------------------------------
 
-    def _execute(self, held: _Held) -> None:
-        entry = held.entry
+    def _execute(self, claim: _Claim) -> None:
+        """Run one claimed execution, then acknowledge its entry and free its slot.
+
+        Every error is logged here, because the pool would keep it in a future nobody reads.
+        """
+        entry = claim.entry
         execution_id = entry.execution_id
-        finished = False
+        slot_released = claim.limit is None
         try:
-            if not self._take(execution_id):
-                self._after_lost_take(entry)
+            if not self._mark_running(execution_id):
+                self._ack_if_ended(entry)
                 return
-            outcome = self._run(held)
-            finished = True
-            if held.limit is not None:
+            outcome = self._run(claim)
+            if claim.limit is not None:
                 self.slots.release(execution_id)
+                slot_released = True
             self.queue.ack(self.name, entry)
             if self.completions is not None:
-                self.completions.publish(_completion(outcome, held))
+                self.completions.publish(_completion(outcome, claim))
         except StoreError as error:
             # The records or the queue are unreachable: the lease brings the entry back.
             logger.error(
@@ -279,26 +321,34 @@ class Worker:
             )
         except SpliceError as error:
             # Bad input that no retry fixes (a config value, a definition): record it.
-            finished = True
-            self._finish_unrun(entry, "failed", type(error).__name__, str(error))
+            try:
+                self._finish_unrun(entry, "failed", type(error).__name__, str(error))
+            except Exception:
+                logger.exception(
+                    "worker %s failed to record the error of execution %s: %s",
+                    self.name,
+                    execution_id,
+                    error,
+                )
         except Exception:
             logger.exception("worker %s failed on execution %s", self.name, execution_id)
         finally:
             with self._lock:
-                self._held.pop(execution_id, None)
+                self._claims.pop(execution_id, None)
                 self._lock.notify_all()
-            if not finished and held.limit is not None:
-                try:
-                    self.slots.release(execution_id)
-                except Exception:  # its lease frees it
-                    logger.debug("slot of %s left to its lease", execution_id)
+            if not slot_released:
+                self._release_slot(execution_id)
 
-    def _take(self, execution_id: str) -> bool:
-        """Mark the execution running on this worker, unless another live worker holds it."""
+    def _mark_running(self, execution_id: str) -> bool:
+        """Mark the execution running on this worker, unless another live worker runs it.
+
+        Counts a resume when the execution was already running on another worker whose
+        lease expired. Returns whether this worker now owns the execution.
+        """
         now = utc(self.clock())
         table = executions
         with self.store.engine.begin() as connection:
-            taken = connection.execute(
+            updated = connection.execute(
                 update(table)
                 .where(
                     (table.c.id == execution_id)
@@ -318,9 +368,13 @@ class Worker:
                     started_at=func.coalesce(table.c.started_at, now),
                 )
             ).rowcount
-        return taken == 1
+        return updated == 1
 
-    def _after_lost_take(self, entry: QueueEntry) -> None:
+    def _ack_if_ended(self, entry: QueueEntry) -> None:
+        """Acknowledge the entry when its execution ended or has no record any more.
+
+        Otherwise another worker runs it, and the entry comes back if that worker dies.
+        """
         with self.store.engine.connect() as connection:
             status = connection.execute(
                 select(executions.c.status).where(executions.c.id == entry.execution_id)
@@ -328,10 +382,11 @@ class Worker:
         if status in TERMINAL or status is None:
             self.queue.ack(self.name, entry)
 
-    def _run(self, held: _Held) -> ExecutionOutcome:
-        execution_id = held.entry.execution_id
-        loaded = self.instances.load(held.instance_id)
-        trigger, stored = held.trigger
+    def _run(self, claim: _Claim) -> ExecutionOutcome:
+        """Run the execution in the sandbox and capture a webhook.respond output on the way."""
+        execution_id = claim.entry.execution_id
+        loaded = self.instances.load(claim.instance_id)
+        trigger, stored = claim.trigger
         request = None
         if stored is not None:
             from splice.engine.requests import WebhookRequest
@@ -343,12 +398,12 @@ class Worker:
                 body=stored.body,
                 body_blob=stored.body_blob,
             )
-        held.response = None
+        claim.response = None
         # A respond step checkpointed before a resume sends no event: read it from the records.
-        held.response_in_store = _responds(loaded.integration.flows[held.flow].steps)
+        claim.response_in_store = _has_respond_step(loaded.integration.flows[claim.flow].steps)
 
         def watch(event: Event) -> None:
-            # The answer of a synchronous webhook, handed to a waiter in this process.
+            # Keep the response of a synchronous webhook for a waiter in this process.
             if (
                 isinstance(event, StepRunEvent)
                 and event.action == RESPOND_ACTION
@@ -356,17 +411,17 @@ class Worker:
                 and event.output is not None
                 and event.output.data is not None
             ):
-                held.response = decode(event.output.data, event.output.encoding)
-                held.response_in_store = False
+                claim.response = decode(event.output.data, event.output.encoding)
+                claim.response_in_store = False
 
         return self.supervisor.run_execution(
             execution_id,
             loaded.integration,
-            flow=held.flow,
+            flow=claim.flow,
             config=loaded.config,
             trigger=trigger,
             request=request,
-            cancel=held.cancel,
+            cancel=claim.cancel,
             on_event=watch,
         )
 
@@ -398,14 +453,36 @@ class Worker:
             )
 
     def _release(self, entry: QueueEntry) -> None:
+        """Give an entry back to the queue; on failure its lease brings it back."""
         try:
             self.queue.release(self.name, entry)
-        except Exception as error:  # its lease brings it back
-            logger.warning("could not give back entry %s: %s", entry.entry_id, error)
+        except Exception as error:
+            logger.warning(
+                "worker %s failed to give back entry %s of execution %s, so it returns when "
+                "its lease expires: %s",
+                self.name,
+                entry.entry_id,
+                entry.execution_id,
+                error,
+            )
+
+    def _release_slot(self, execution_id: str) -> None:
+        """Free the execution's concurrency slot; on failure the slot's lease frees it."""
+        try:
+            self.slots.release(execution_id)
+        except Exception as error:
+            logger.warning(
+                "worker %s failed to free the slot of execution %s, so it frees when its "
+                "lease expires: %s",
+                self.name,
+                execution_id,
+                error,
+            )
 
     # -- heartbeat ------------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
+        """Call beat() once per heartbeat interval until stopped and drained."""
         # Runs on through a drain, so running executions keep their leases.
         while True:
             # Waits on _closed, which stop() sets only after the drain, so that a draining
@@ -413,22 +490,22 @@ class Worker:
             if self._closed.wait(self.heartbeat):
                 return
             with self._lock:
-                idle = not self._held
+                idle = not self._claims
             if self._stopping.is_set() and idle:
                 return
             try:
                 self.beat()
             except Exception as error:
-                logger.warning("worker %s could not renew its leases: %s", self.name, error)
+                logger.warning("worker %s failed to renew its leases: %s", self.name, error)
 
     def beat(self) -> None:
-        """Renew every lease this worker holds and pick up cancel requests."""
+        """Renew every lease this worker owns and pick up cancel requests."""
         with self._lock:
-            held = list(self._held.values())
-        if not held:
+            claims = list(self._claims.values())
+        if not claims:
             return
-        self.queue.renew(self.name, [item.entry for item in held])
-        running = [item.entry.execution_id for item in held if item.running]
+        self.queue.renew(self.name, [claim.entry for claim in claims])
+        running = [claim.entry.execution_id for claim in claims if claim.running]
         if not running:
             return
         with self.store.engine.begin() as connection:
@@ -454,14 +531,16 @@ class Worker:
                     )
                 )
             }
-        self.slots.renew([item.entry.execution_id for item in held if item.limit and item.running])
-        for item in held:
-            if item.entry.execution_id in cancelled:
-                item.cancel.set()
+        self.slots.renew(
+            [claim.entry.execution_id for claim in claims if claim.limit and claim.running]
+        )
+        for claim in claims:
+            if claim.entry.execution_id in cancelled:
+                claim.cancel.set()
 
 
-def _responds(steps: Any) -> bool:
-    """Whether any of the steps, at any depth, is a webhook.respond action."""
+def _has_respond_step(steps: Any) -> bool:
+    """Return whether any of the steps, at any depth, runs the webhook.respond action."""
     for step in steps:
         if getattr(step, "action", None) == RESPOND_ACTION:
             return True
@@ -469,12 +548,12 @@ def _responds(steps: Any) -> bool:
         for branch in getattr(step, "branch", None) or []:
             nested.extend(branch.steps)
         nested.extend(getattr(step, "else_", None) or [])
-        if nested and _responds(nested):
+        if nested and _has_respond_step(nested):
             return True
     return False
 
 
-def _completion(outcome: ExecutionOutcome, held: _Held) -> Completion:
+def _completion(outcome: ExecutionOutcome, claim: _Claim) -> Completion:
     return Completion(
         execution_id=outcome.execution_id,
         status=outcome.status,
@@ -482,6 +561,6 @@ def _completion(outcome: ExecutionOutcome, held: _Held) -> Completion:
         error_message=outcome.error_message,
         failed_step=outcome.failed_step,
         result=outcome.result,
-        response=held.response if isinstance(held.response, dict) else None,
-        from_store=held.response_in_store,
+        response=claim.response if isinstance(claim.response, dict) else None,
+        from_store=claim.response_in_store,
     )
