@@ -1,16 +1,17 @@
 """The webhook receiver: one URL per webhook flow of each instance, any method, any body.
 
-The body is read as a stream: kept in memory up to the spill threshold, in a file beyond it,
-and moved to the blob store under the execution's prefix, so no body is ever held whole in
-memory however large it is. The signature is checked over the exact bytes received, then the
-execution and its queue entry are written in one transaction, then the answer goes out: 202
-with the execution id, or for a synchronous flow the execution's own answer.
+The body is read as a stream. It stays in memory up to the spill threshold and goes to a
+file beyond it, which then moves to the blob store under the execution's prefix, so a large
+body is never kept whole in memory. The signature is checked over the exact bytes received.
+Then the execution and its queue entry are written in one transaction, and the receiver
+responds: 202 with the execution id, or for a synchronous flow the execution's own response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import mmap
 import os
 import tempfile
@@ -31,7 +32,9 @@ from splice.service.runtime import Runtime
 from splice.triggers.bodies import join_headers, parse_body
 from splice.triggers.signatures import SignatureError, verify
 
-# Headers of a flow's answer that the server sets itself.
+logger = logging.getLogger(__name__)
+
+# Headers of a flow's response that the server sets itself.
 _HOP_BY_HOP = frozenset(
     ("connection", "content-length", "transfer-encoding", "keep-alive", "upgrade", "te")
 )
@@ -40,6 +43,7 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 def error(status: int, message: str, **extra: Any) -> JSONResponse:
+    """Return a JSON error response ``{"error": message, **extra}`` with ``status``."""
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
@@ -52,7 +56,10 @@ class _Body:
     file: Path | None = None
 
     def view(self) -> Any:
-        """The bytes, for a signature check: the data, or the file mapped into memory."""
+        """Return the body's bytes for a signature check, mapping a spilled file into memory.
+
+        The caller closes a returned ``mmap.mmap``.
+        """
         if self.file is None:
             return self.data or b""
         if self.size == 0:
@@ -61,15 +68,17 @@ class _Body:
             return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
 
     def discard(self) -> None:
+        """Delete the spilled file, if any."""
         if self.file is not None:
             self.file.unlink(missing_ok=True)
 
 
 class _TooLarge(Exception):
-    pass
+    """The body exceeds SPLICE_WEBHOOK_MAX_BODY."""
 
 
 def router(runtime: Runtime) -> APIRouter:
+    """Build the routes of the webhook receiver, ``/webhooks/{token}`` for every method."""
     routes = APIRouter()
     settings = runtime.settings
     service = settings.service
@@ -77,6 +86,7 @@ def router(runtime: Runtime) -> APIRouter:
     incoming.mkdir(parents=True, exist_ok=True)
 
     async def read_body(request: Request) -> _Body:
+        """Read the body as a stream, spilling to a file past the threshold; raise _TooLarge."""
         limit = service.max_body
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -98,8 +108,8 @@ def router(runtime: Runtime) -> APIRouter:
                     descriptor, name = tempfile.mkstemp(dir=incoming, prefix="body-")
                     handle = os.fdopen(descriptor, "wb")
                     body.file = Path(name)
-                    for held in chunks:
-                        handle.write(held)
+                    for buffered in chunks:
+                        handle.write(buffered)
                     chunks = []
                 await run_in_threadpool(handle.write, chunk)
         except BaseException:
@@ -116,6 +126,11 @@ def router(runtime: Runtime) -> APIRouter:
     def accept(
         token: str, request_line: tuple[str, list[tuple[str, str]], bytes], body: _Body
     ) -> Any:
+        """Verify the request and record its execution and queue entry.
+
+        Runs on a worker thread. Returns an error response, or a tuple of the Accepted
+        execution, the completion future of a synchronous flow (else None) and its timeout.
+        """
         method, headers, query = request_line
         endpoint = runtime.instances.endpoint(token)
         if endpoint is None:
@@ -146,8 +161,20 @@ def router(runtime: Runtime) -> APIRouter:
                     now=runtime.clock(),
                 )
             except SignatureError as failure:
+                logger.info(
+                    "webhook of instance %s flow %s rejected: %s",
+                    instance.id,
+                    endpoint.flow,
+                    failure,
+                )
                 return error(401, str(failure), reason=str(failure.reason))
             except ConfigError as failure:
+                logger.error(
+                    "webhook of instance %s flow %s cannot check signatures: %s",
+                    instance.id,
+                    endpoint.flow,
+                    failure,
+                )
                 return error(500, str(failure))
             finally:
                 if isinstance(view, mmap.mmap):
@@ -156,6 +183,12 @@ def router(runtime: Runtime) -> APIRouter:
         if trigger.delivery_id is not None:
             delivery_id, problem = _delivery_id(trigger, joined, body)
             if problem is not None and trigger.delivery_id.required:
+                logger.info(
+                    "webhook of instance %s flow %s rejected: %s",
+                    instance.id,
+                    endpoint.flow,
+                    problem,
+                )
                 return error(400, problem)
         execution_id = new_execution_id()
         body_blob = None
@@ -166,14 +199,20 @@ def router(runtime: Runtime) -> APIRouter:
             method=method, headers=headers, query_string=query, body=body.data, body_blob=body_blob
         )
         waiter = runtime.completions.wait_for(execution_id) if trigger.sync else None
-        accepted = runtime.intake.accept(
-            instance,
-            flow=endpoint.flow,
-            trigger_type="webhook",
-            request=stored,
-            delivery_id=delivery_id,
-            execution_id=execution_id,
-        )
+        try:
+            accepted = runtime.intake.accept(
+                instance,
+                flow=endpoint.flow,
+                trigger_type="webhook",
+                request=stored,
+                delivery_id=delivery_id,
+                execution_id=execution_id,
+            )
+        except BaseException:
+            # Nothing was recorded, so nobody would ever resolve the waiter.
+            if waiter is not None:
+                runtime.completions.forget(execution_id, waiter)
+            raise
         if accepted.duplicate:
             if body_blob is not None:
                 runtime.blobs.delete_prefix(f"executions/{execution_id}")
@@ -191,6 +230,7 @@ def router(runtime: Runtime) -> APIRouter:
         try:
             body = await read_body(request)
         except _TooLarge:
+            logger.info("webhook rejected: body larger than %d bytes", service.max_body)
             return error(
                 413,
                 f"the body is larger than the limit of {service.max_body} bytes; the limit is "
@@ -206,18 +246,22 @@ def router(runtime: Runtime) -> APIRouter:
             request.scope.get("query_string", b""),
         )
         try:
-            answer = await run_in_threadpool(accept, token, request_line, body)
+            outcome = await run_in_threadpool(accept, token, request_line, body)
         finally:
             body.discard()
-        if isinstance(answer, Response):
-            return answer
-        accepted, waiter, timeout = answer
+        if isinstance(outcome, Response):
+            return outcome
+
+        accepted, waiter, timeout = outcome
         extra = {"duplicate": True} if accepted.duplicate else {}
         if waiter is None:
             return JSONResponse({"execution_id": accepted.execution_id, **extra}, status_code=202)
-        completion = await wait_for_completion(runtime, accepted.execution_id, waiter, timeout)
-        if completion is None:
+        try:
+            completion = await wait_for_completion(runtime, accepted.execution_id, waiter, timeout)
+        finally:
+            # Also when the client disconnects and the wait is cancelled.
             runtime.completions.forget(accepted.execution_id, waiter)
+        if completion is None:
             return JSONResponse(
                 {
                     "execution_id": accepted.execution_id,
@@ -233,7 +277,7 @@ def router(runtime: Runtime) -> APIRouter:
                 await run_in_threadpool(runtime.read_completion, completion.execution_id)
                 or completion
             )
-        return sync_answer(completion)
+        return sync_response(completion)
 
     # One route per method, so each operation in the OpenAPI document has its own id.
     for method in METHODS:
@@ -249,7 +293,7 @@ def router(runtime: Runtime) -> APIRouter:
 async def wait_for_completion(
     runtime: Runtime, execution_id: str, waiter: Any, timeout: float
 ) -> Completion | None:
-    """Wait for the execution's completion, or None after ``timeout`` seconds.
+    """Wait for the execution's completion; return None after ``timeout`` seconds.
 
     A worker of this process, or one reached through Redis, resolves ``waiter`` at once.
     The records are also read every POLL_INTERVAL seconds, for workers that no message
@@ -273,6 +317,10 @@ async def wait_for_completion(
 def _delivery_id(
     trigger: WebhookTrigger, headers: dict[str, str], body: _Body
 ) -> tuple[str | None, str | None]:
+    """Read the delivery id from the header or body field the trigger names.
+
+    Returns the id (cut to 200 characters) and None, or None and why it is missing.
+    """
     assert trigger.delivery_id is not None
     where = trigger.delivery_id
     if where.header is not None:
@@ -298,8 +346,12 @@ def _delivery_id(
     return str(found)[:200], None
 
 
-def sync_answer(completion: Completion) -> Response:
-    """The answer of a synchronous webhook from how its execution ended."""
+def sync_response(completion: Completion) -> Response:
+    """Build the response of a synchronous webhook from how its execution ended.
+
+    A failed or cancelled execution gets 500 with its error. A succeeded one gets the output
+    of its webhook.respond step, else its result as JSON or bytes.
+    """
     if completion.status != "succeeded":
         return JSONResponse(
             {
@@ -314,19 +366,19 @@ def sync_answer(completion: Completion) -> Response:
             status_code=500,
         )
     headers = {"X-Splice-Execution-Id": completion.execution_id}
-    answer = completion.response
-    if answer is None:
+    response = completion.response
+    if response is None:
         if isinstance(completion.result, bytes):
             return Response(completion.result, 200, headers, media_type="application/octet-stream")
         return Response(_json(completion.result), 200, headers, media_type="application/json")
-    for name, value in (answer.get("headers") or {}).items():
+    for name, value in (response.get("headers") or {}).items():
         if name.lower() not in _HOP_BY_HOP and name.lower() != "content-type":
             headers[name] = value
-    body = answer.get("body")
-    content_type = answer.get("content_type")
+    body = response.get("body")
+    content_type = response.get("content_type")
     if not isinstance(body, bytes | str):
         body = _json(body)
-    return Response(body, int(answer.get("status", 200)), headers, media_type=content_type)
+    return Response(body, int(response.get("status", 200)), headers, media_type=content_type)
 
 
 def _json(value: Any) -> str:
