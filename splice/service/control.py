@@ -1,4 +1,4 @@
-"""Starting and cancelling executions on request, for the CLI and the API alike."""
+"""Start and cancel executions on request, for the CLI and the API alike."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ def start_execution(
 ) -> Accepted:
     """Queue an execution of ``flow`` of an instance with ``value`` as its input.
 
-    Any flow can be started this way (a schedule flow to try it out, a webhook flow with a
-    ready body); the trigger is ``{type: manual, body: value}`` as for `splice run --input`.
+    Any flow can be started this way, such as a schedule flow to try it out or a webhook
+    flow with a prepared body. The trigger is ``{type: manual, body: value}``, as for
+    `splice run --input`. Raises NotFoundError for an unknown instance or flow and
+    ConflictError for a disabled instance.
     """
     instance = instances.require(reference)
     loaded = instances.load(instance.id)
@@ -49,7 +51,8 @@ def cancel_execution(store: RecordStore, execution_id: str) -> str:
     """Cancel an execution: at once when queued, through its worker when running.
 
     Returns the status after the request: ``cancelled``, or ``cancelling`` while its worker
-    stops it. An execution that already ended raises UsageError.
+    stops it. Raises NotFoundError for an unknown id and ConflictError for an execution
+    that already ended.
     """
     moment = now()
     with store.engine.begin() as connection:
@@ -61,7 +64,10 @@ def cancel_execution(store: RecordStore, execution_id: str) -> str:
                 f"no execution {execution_id!r}; list ids with `splice executions list`"
             )
         if row.status in TERMINAL:
-            raise ConflictError(f"execution {execution_id} already ended: {row.status}")
+            raise ConflictError(
+                f"execution {execution_id} already ended with status {row.status}, so there is "
+                "nothing to cancel"
+            )
         cancelled = connection.execute(
             update(executions)
             .where((executions.c.id == execution_id) & (executions.c.status == "queued"))

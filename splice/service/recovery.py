@@ -5,7 +5,7 @@ later loses entries (a Redis restarted without its data, an entry deleted by han
 leave executions queued for ever, or running under a lease that no worker renews. The
 recovery pass finds executions queued for longer than ``stale_after`` seconds, and running
 ones whose lease expired that long ago, and adds an outbox entry for each. A duplicate entry
-is harmless: a worker takes an execution only while no other live worker holds it.
+is harmless because a worker runs an execution only while no other live worker runs it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ BATCH = 500
 
 
 class Recovery:
+    """A thread that runs the recovery pass every ``stale_after`` seconds."""
+
     def __init__(
         self,
         store: RecordStore,
@@ -44,7 +46,7 @@ class Recovery:
         self._thread: threading.Thread | None = None
 
     def recover_once(self) -> list[str]:
-        """Queue again what looks abandoned; return the execution ids."""
+        """Queue again up to BATCH abandoned executions, oldest first; return their ids."""
         cutoff = utc(self.clock() - self.stale_after)
         table = executions
         abandoned = (
@@ -74,6 +76,7 @@ class Recovery:
         return found
 
     def start(self) -> None:
+        """Start the recovery pass on a daemon thread."""
         self._thread = threading.Thread(target=self._loop, name="splice-recovery", daemon=True)
         self._thread.start()
 
@@ -82,9 +85,12 @@ class Recovery:
             try:
                 self.recover_once()
             except Exception as error:
-                logger.warning("the recovery pass failed (retrying later): %s", error)
+                logger.warning(
+                    "the recovery pass failed, retrying in %g s: %s", self.stale_after, error
+                )
 
     def stop(self) -> None:
+        """Stop the thread, waiting up to 5 s for a running pass."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -1,4 +1,4 @@
-"""Sealing config values at rest with the master key (Fernet: AES-128-CBC with HMAC-SHA256)."""
+"""Seal config values at rest with the master key (Fernet: AES-128-CBC with HMAC-SHA256)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ class Sealer:
 
     @classmethod
     def from_settings(cls, master_key: str | None, data_dir: Path) -> Sealer:
-        """Use SPLICE_MASTER_KEY, or the key file in the data folder, created on first use.
+        """Build a sealer from SPLICE_MASTER_KEY, else from the key file in the data folder.
+
+        The key file is created on first use, readable by its owner only.
 
         Every process of a scaled-out deployment must use the same key, so there the key is
         given in SPLICE_MASTER_KEY rather than left to each host's data folder.
@@ -48,10 +50,11 @@ class Sealer:
         return cls(path.read_bytes().strip())
 
     def seal(self, data: bytes) -> bytes:
+        """Encrypt and sign ``data``; return a Fernet token."""
         return self._fernet.encrypt(data)
 
     def unseal(self, token: bytes, *, what: str) -> bytes:
-        """Decrypt ``token``; ``what`` names the value in the error when the key does not fit."""
+        """Decrypt ``token``; ``what`` names the value in the error when the key is wrong."""
         try:
             return self._fernet.decrypt(token)
         except InvalidToken:

@@ -23,13 +23,15 @@ _INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.in
 
 
 class Slots:
+    """The concurrency slots of every flow with a ``concurrency`` limit, in the record store."""
+
     def __init__(self, store: RecordStore, *, lease: float, clock: Any = time.time) -> None:
         self.store = store
         self.lease = lease
         self.clock = clock
 
     def acquire(self, instance_id: str, flow: str, limit: int, execution_id: str) -> bool:
-        """Take a slot for the execution (or keep the one it holds); False when all are taken."""
+        """Acquire a slot for the execution, or renew the one it holds; False when none is free."""
         now = self.clock()
         table = flow_slots
         of_flow = (table.c.instance_id == instance_id) & (table.c.flow == flow)
@@ -45,12 +47,12 @@ class Slots:
                 .on_conflict_do_nothing()
             )
             # An execution resumed after its worker died may still hold its slot.
-            held = connection.execute(
+            renewed = connection.execute(
                 update(table)
                 .where(of_flow & (table.c.slot < limit) & (table.c.execution_id == execution_id))
                 .values(lease_until=utc(now + self.lease))
             ).rowcount
-            if held:
+            if renewed:
                 return True
             free = (
                 select(table.c.slot)
@@ -61,14 +63,15 @@ class Slots:
                 .with_for_update(skip_locked=True)
                 .scalar_subquery()
             )
-            taken = connection.execute(
+            acquired = connection.execute(
                 update(table)
                 .where(of_flow & (table.c.slot == free))
                 .values(execution_id=execution_id, lease_until=utc(now + self.lease))
             ).rowcount
-        return taken == 1
+        return acquired == 1
 
     def renew(self, execution_ids: Sequence[str]) -> None:
+        """Extend the lease of every slot these executions hold."""
         if not execution_ids:
             return
         with self.store.engine.begin() as connection:
@@ -90,7 +93,7 @@ class Slots:
             )
 
     def holders(self, instance_id: str, flow: str) -> list[str]:
-        """Executions holding a slot whose lease has not expired."""
+        """Return the executions that hold a slot whose lease has not expired."""
         now = utc(self.clock())
         query = select(flow_slots.c.execution_id).where(
             (flow_slots.c.instance_id == instance_id)
