@@ -1,4 +1,4 @@
-"""Accepting triggers: an execution record and its queue entry, written in one transaction.
+"""Accept triggers: write an execution record and its queue entry in one transaction.
 
 Whatever starts an execution (a webhook, a schedule, a manual start) comes through here, so
 no queue entry exists without its record and no record without its entry. A webhook
@@ -32,6 +32,8 @@ _INSERTS: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.in
 
 @dataclass(frozen=True)
 class Accepted:
+    """The execution a trigger started, or the one a repeated delivery started first."""
+
     execution_id: str
     duplicate: bool = False  # a repeated webhook delivery: nothing new was started
 
@@ -48,6 +50,7 @@ class StoredRequest:
 
 
 def encode_trigger(trigger: Mapping[str, Any] | None, request: StoredRequest | None) -> bytes:
+    """Encode the webhook request, if given, else the trigger mapping, for the record."""
     if request is not None:
         return encode(
             {
@@ -132,8 +135,8 @@ class Intake:
                 )  # fmt: skip
         except SQLAlchemyError as error:
             raise StoreError(
-                f"could not record the {trigger_type} execution of flow {flow!r} of instance "
-                f"{instance.id}: {error}"
+                f"failed to record the {trigger_type} execution of flow {flow!r} of instance "
+                f"{instance.id}: {error}. Check that the records database is reachable and retry."
             ) from error
         return Accepted(execution_id)
 
@@ -177,8 +180,8 @@ class Intake:
                 )  # fmt: skip
         except SQLAlchemyError as error:
             raise StoreError(
-                f"could not fire the schedule of flow {flow!r} of instance {instance.id} "
-                f"due at {due.isoformat()}Z: {error}"
+                f"failed to fire the schedule of flow {flow!r} of instance {instance.id} "
+                f"due at {due.isoformat()}Z: {error}. The scheduler retries on its next tick."
             ) from error
         return execution_id
 
@@ -194,6 +197,7 @@ class Intake:
         trigger_blob: str | None,
         version: str | None,
     ) -> None:
+        """Insert a queued execution record and its outbox entry on ``connection``."""
         connection.execute(
             insert(executions).values(
                 id=execution_id,

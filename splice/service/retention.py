@@ -1,9 +1,9 @@
 """Retention: prune finished executions older than the retention period, with their blobs.
 
-Step runs and logs go with their execution (foreign keys with ON DELETE CASCADE); blobs live
-under ``executions/<id>/`` in the blob store. Webhook delivery ids older than the delivery
-window go too. Blobs are deleted before the rows, so a crash in between leaves rows whose
-blobs are gone, never blobs that nothing points at.
+Step runs and logs go with their execution (foreign keys with ON DELETE CASCADE), and blobs
+live under ``executions/<id>/`` in the blob store. Webhook delivery ids older than the
+delivery window are deleted too. Blobs are deleted before the rows, so a crash in between
+leaves rows whose blobs are gone, never blobs that nothing points at.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 
 @dataclass(frozen=True)
 class Pruned:
+    """The number of executions, blobs and delivery ids one prune deleted."""
+
     executions: int
     blobs: int
     deliveries: int
@@ -42,7 +44,11 @@ def prune(
     ended_before: datetime.datetime,
     delivered_before: datetime.datetime,
 ) -> Pruned:
-    """Delete executions that ended before ``ended_before`` (naive UTC) and what they own."""
+    """Delete executions that ended before ``ended_before`` with their step runs, logs and blobs.
+
+    Also deletes webhook delivery ids received before ``delivered_before``. Both times are
+    naive UTC. Executions go in batches of BATCH.
+    """
     pruned = blob_count = 0
     while True:
         with store.engine.connect() as connection:
@@ -74,7 +80,7 @@ def prune(
 
 
 class Retention:
-    """Prunes on a timer: every ``interval`` seconds, what is older than ``retention``."""
+    """A thread that prunes, every ``interval`` seconds, executions older than ``retention``."""
 
     def __init__(
         self,
@@ -96,6 +102,7 @@ class Retention:
         self._thread: threading.Thread | None = None
 
     def prune_now(self) -> Pruned:
+        """Prune once with the current clock; return the counts."""
         now = self.clock()
         # SPLICE_RETENTION_DAYS=0 keeps executions for ever; delivery ids still expire.
         keep_all = self.retention <= 0
@@ -107,6 +114,7 @@ class Retention:
         )
 
     def start(self) -> None:
+        """Start pruning on a daemon thread."""
         self._thread = threading.Thread(target=self._loop, name="splice-retention", daemon=True)
         self._thread.start()
 
@@ -120,9 +128,12 @@ class Retention:
                         pruned.executions, pruned.blobs, pruned.deliveries,
                     )  # fmt: skip
             except Exception as error:
-                logger.warning("pruning old executions failed (retrying later): %s", error)
+                logger.warning(
+                    "pruning old executions failed, retrying in %g s: %s", self.interval, error
+                )
 
     def stop(self) -> None:
+        """Stop the thread, waiting up to 5 s for a running prune."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -1,10 +1,10 @@
 """The scheduler: fires the due times of every enabled instance's schedule flows.
 
-Each tick reads the schedules with the due time they last fired, asks each
-:class:`~splice.triggers.schedule.Schedule` which due time is now to fire (its catch-up
-policy decides after downtime), and fires it through :meth:`Intake.fire`, which moves the
-last fired due time forward in the transaction that writes the execution. Two schedulers
-that see the same due time race on that update, and exactly one of them wins.
+Each tick reads the schedules with the due time they last fired and asks each
+:class:`~splice.triggers.schedule.Schedule` which due time to fire now. After downtime its
+catch-up policy decides. The scheduler fires that due time through :meth:`Intake.fire`,
+which moves the last fired due time forward in the transaction that writes the execution.
+Two schedulers that see the same due time race on that update, and exactly one of them wins.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 
 class Scheduler:
+    """A thread that fires due schedules every ``interval`` seconds."""
+
     def __init__(
         self,
         store: RecordStore,
@@ -78,6 +80,7 @@ class Scheduler:
         return started
 
     def _schedule(self, cron: str, timezone: str) -> Schedule:
+        """Return the parsed schedule for ``cron`` in ``timezone``, parsing it once."""
         key = (cron, timezone)
         schedule = self._schedules.get(key)
         if schedule is None:
@@ -85,6 +88,7 @@ class Scheduler:
         return schedule
 
     def start(self) -> None:
+        """Start ticking on a daemon thread."""
         self._thread = threading.Thread(target=self._loop, name="splice-scheduler", daemon=True)
         self._thread.start()
 
@@ -93,10 +97,11 @@ class Scheduler:
             try:
                 self.tick()
             except Exception as error:
-                logger.warning("scheduler tick failed (retrying): %s", error)
+                logger.warning("scheduler tick failed, retrying in %g s: %s", self.interval, error)
             self._stopping.wait(self.interval)
 
     def stop(self) -> None:
+        """Stop the thread, waiting up to 5 s for a running tick."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
