@@ -1,4 +1,4 @@
-"""Customers and instances: deploying an integration to a customer with its config values."""
+"""Customers and instances: deploy an integration to a customer with its config values."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class LoadedInstance:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """What a webhook token points at."""
+    """The instance and flow that a webhook URL token starts."""
 
     token: str
     instance_id: str
@@ -67,6 +67,8 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Deployment:
+    """The result of a deploy: the instance, whether it is new, its webhook URLs and schedules."""
+
     instance: Instance
     created: bool
     webhooks: dict[str, str]  # flow -> URL
@@ -74,6 +76,7 @@ class Deployment:
 
 
 def webhook_url(base_url: str, token: str) -> str:
+    """Return the public URL of the webhook with ``token`` under ``base_url``."""
     return f"{base_url.rstrip('/')}/webhooks/{token}"
 
 
@@ -107,7 +110,9 @@ class Instances:
 
         Config values come from ``--config NAME=VALUE`` assignments and a config file only,
         never from this process's environment, so a deployment means the same on any host.
-        Webhook flows keep their URL across updates; a flow that became a webhook gets one.
+        Webhook flows keep their URL across updates, and a flow that became a webhook gets
+        a new one. Raises RequestError for an empty customer name and ConfigError for a
+        missing or invalid config value or schedule.
         """
         customer = customer.strip()
         if not customer:
@@ -172,6 +177,7 @@ class Instances:
 
     @staticmethod
     def _customer(connection: Connection, name: str, moment: datetime.datetime) -> str:
+        """Return the id of the customer called ``name``, creating the customer if new."""
         found = connection.execute(select(customers.c.id).where(customers.c.name == name)).scalar()
         if found is not None:
             return str(found)
@@ -196,13 +202,13 @@ class Instances:
                     cron = compile_value(cron, where=where)({"config": config.values})
                 except ExpressionError as error:
                     raise ConfigError(
-                        f"the schedule of flow {name!r} could not be worked out: {error}",
+                        f"the schedule of flow {name!r} could not be evaluated: {error}",
                         variable=where,
                         fix="set the config variable it names to a five-field cron",
                     ) from None
                 if not isinstance(cron, str):
                     raise ConfigError(
-                        f"the schedule of flow {name!r} is {cron!r}, not a cron text",
+                        f"the schedule of flow {name!r} is {cron!r}, not a cron string",
                         variable=where,
                         fix="set the config variable it names to a five-field cron such as "
                         "'0 6 * * 1-5'",
@@ -211,7 +217,7 @@ class Instances:
                 Schedule(cron, trigger.timezone)
             except ScheduleError as error:
                 raise ConfigError(
-                    f"the schedule of flow {name!r} is not usable: {error}",
+                    f"the schedule of flow {name!r} is invalid: {error}",
                     variable=where,
                     fix="give a five-field cron that fires, such as '0 6 * * 1-5'",
                 ) from None
@@ -225,18 +231,19 @@ class Instances:
         integration: Integration,
         moment: datetime.datetime,
     ) -> dict[str, str]:
+        """Give each webhook flow a token, keeping existing ones; return flow -> token."""
         rows = connection.execute(
             select(webhook_endpoints.c.flow, webhook_endpoints.c.token).where(
                 webhook_endpoints.c.instance_id == instance_id
             )
         ).all()
         tokens = {row.flow: row.token for row in rows}
-        wanted = [
+        webhook_flows = [
             name
             for name, flow in integration.flows.items()
             if isinstance(flow.trigger, WebhookTrigger)
         ]
-        for flow in set(tokens) - set(wanted):
+        for flow in set(tokens) - set(webhook_flows):
             connection.execute(
                 delete(webhook_endpoints).where(
                     (webhook_endpoints.c.instance_id == instance_id)
@@ -244,7 +251,7 @@ class Instances:
                 )
             )
             del tokens[flow]
-        for flow in wanted:
+        for flow in webhook_flows:
             if flow not in tokens:
                 token = secrets.token_urlsafe(TOKEN_BYTES)
                 connection.execute(
@@ -253,7 +260,7 @@ class Instances:
                     )
                 )
                 tokens[flow] = token
-        return {flow: tokens[flow] for flow in wanted}
+        return {flow: tokens[flow] for flow in webhook_flows}
 
     @staticmethod
     def _sync_schedules(
@@ -262,6 +269,7 @@ class Instances:
         schedules: Mapping[str, tuple[str, str, str]],
         moment: datetime.datetime,
     ) -> None:
+        """Add, update and delete the instance's schedule rows to match ``schedules``."""
         rows = connection.execute(
             select(schedule_states).where(schedule_states.c.instance_id == instance_id)
         ).all()
@@ -321,6 +329,7 @@ class Instances:
     def find(
         self, *, customer: str | None = None, integration: str | None = None
     ) -> list[Instance]:
+        """List instances, optionally of one customer or one integration key."""
         query = self._select().order_by(customers.c.name, instances.c.integration_key)
         if customer:
             query = query.where(customers.c.name == customer)
@@ -348,6 +357,7 @@ class Instances:
         return self._instance(row) if row else None
 
     def require(self, reference: str) -> Instance:
+        """Find an instance like :meth:`get`, or raise NotFoundError."""
         instance = self.get(reference)
         if instance is None:
             raise NotFoundError(
@@ -357,17 +367,20 @@ class Instances:
         return instance
 
     def set_enabled(self, instance_id: str, enabled: bool) -> None:
-        with self._lock:
-            self._loaded.pop(instance_id, None)  # this process sees the change at once
+        """Enable or disable the instance's webhooks and schedules."""
         with self.store.engine.begin() as connection:
             connection.execute(
                 update(instances)
                 .where(instances.c.id == instance_id)
                 .values(enabled=enabled, updated_at=utc(self.clock()))
             )
+        # Dropped after the commit, so that a load racing the update cannot cache the old
+        # state again. This process sees the change at once, others within CACHE_SECONDS.
+        with self._lock:
+            self._loaded.pop(instance_id, None)
 
     def webhooks(self, instance_id: str) -> dict[str, str]:
-        """Each webhook flow's URL."""
+        """Return the URL of each webhook flow of the instance, by flow name."""
         query = select(webhook_endpoints.c.flow, webhook_endpoints.c.token).where(
             webhook_endpoints.c.instance_id == instance_id
         )
@@ -376,11 +389,13 @@ class Instances:
         return {row.flow: webhook_url(self.base_url, row.token) for row in rows}
 
     def schedules(self, instance_id: str) -> list[dict[str, Any]]:
+        """Return the schedule state rows of the instance, one dict per schedule flow."""
         query = select(schedule_states).where(schedule_states.c.instance_id == instance_id)
         with self.store.engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
 
     def endpoint(self, token: str) -> Endpoint | None:
+        """Look up the webhook with ``token``, cached for CACHE_SECONDS; None if unknown."""
         moment = time.monotonic()
         with self._lock:
             cached = self._endpoints.get(token)
@@ -399,7 +414,11 @@ class Instances:
         return found
 
     def load(self, instance_id: str) -> LoadedInstance:
-        """The instance with its integration and unsealed config, cached until redeployed."""
+        """Load the instance with its integration and unsealed config.
+
+        The result is cached, and after CACHE_SECONDS the record's updated_at is checked
+        again, so a redeploy takes effect. Each call returns its own copy of the config.
+        """
         moment = time.monotonic()
         with self._lock:
             recent = self._loaded.get(instance_id)
@@ -431,5 +450,5 @@ class Instances:
 
 
 def _copy(config: ConfigValues) -> ConfigValues:
-    """A copy for one execution: the supervisor rewrites granted folders in its values."""
+    """Copy the config for one execution, because the supervisor rewrites granted folders."""
     return ConfigValues(dict(config.values), list(config.secrets))
