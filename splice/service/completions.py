@@ -1,4 +1,4 @@
-"""Completions: telling whoever waits (a synchronous webhook) that an execution ended.
+"""Completions: tell a waiter, such as a synchronous webhook, that an execution ended.
 
 Within one process (`splice serve`) a worker hands the outcome to the waiter directly. Across
 processes the worker publishes the execution id on a Redis channel and the API process
@@ -30,7 +30,7 @@ RESPOND_ACTION = "webhook.respond"
 
 @dataclass(frozen=True)
 class Completion:
-    """How an execution ended, with what a synchronous webhook answers."""
+    """How an execution ended, with what a synchronous webhook responds."""
 
     execution_id: str
     status: str  # succeeded | failed | cancelled
@@ -39,11 +39,11 @@ class Completion:
     failed_step: str | None = None
     result: Any = None
     response: dict[str, Any] | None = None  # the output of its webhook.respond step, if any
-    from_store: bool = False  # the waiter reads the answer from the records (too large here)
+    from_store: bool = False  # True: the waiter reads the response from the step run records
 
 
 def read_completion(store: RecordStore, blobs: BlobStore, execution_id: str) -> Completion | None:
-    """The completion of a finished execution from its records; None while it is not finished."""
+    """Read the completion of an ended execution from its records; None while it runs."""
     with store.engine.connect() as connection:
         row = connection.execute(
             select(
@@ -58,7 +58,7 @@ def read_completion(store: RecordStore, blobs: BlobStore, execution_id: str) -> 
         ).first()
         if row is None or row.status not in TERMINAL:
             return None
-        answer = connection.execute(
+        respond_output = connection.execute(
             select(step_runs.c.output, step_runs.c.output_encoding, step_runs.c.output_blob)
             .where(
                 (step_runs.c.execution_id == execution_id)
@@ -69,7 +69,7 @@ def read_completion(store: RecordStore, blobs: BlobStore, execution_id: str) -> 
             .limit(1)
         ).first()
     result = _value(blobs, row.result, row.result_encoding, row.result_blob)
-    response = _value(blobs, *answer) if answer is not None else None
+    response = _value(blobs, *respond_output) if respond_output is not None else None
     return Completion(
         execution_id=execution_id,
         status=row.status,
@@ -82,6 +82,7 @@ def read_completion(store: RecordStore, blobs: BlobStore, execution_id: str) -> 
 
 
 def _value(blobs: BlobStore, data: bytes | None, encoding: str | None, blob: str | None) -> Any:
+    """Decode a recorded value, inline or from the blob store."""
     if blob is not None:
         return decode(blobs.read_bytes(blob), encoding or "msgpack")
     if data is None:
@@ -97,13 +98,14 @@ class Completions:
         self._lock = threading.Lock()
 
     def wait_for(self, execution_id: str) -> Future[Completion]:
-        """A future resolved when the execution ends; call :meth:`forget` if it is abandoned."""
+        """Return a future resolved when the execution ends; :meth:`forget` it if abandoned."""
         future: Future[Completion] = Future()
         with self._lock:
             self._waiters.setdefault(execution_id, []).append(future)
         return future
 
     def forget(self, execution_id: str, future: Future[Completion]) -> None:
+        """Remove a waiter; safe to call after it was resolved."""
         with self._lock:
             waiters = self._waiters.get(execution_id)
             if waiters and future in waiters:
@@ -112,10 +114,12 @@ class Completions:
                     del self._waiters[execution_id]
 
     def waiting(self, execution_id: str) -> bool:
+        """Return whether anything in this process waits for the execution."""
         with self._lock:
             return execution_id in self._waiters
 
     def resolve(self, completion: Completion) -> None:
+        """Resolve and remove every waiter of the completed execution."""
         with self._lock:
             waiters = self._waiters.pop(completion.execution_id, [])
         for future in waiters:
@@ -123,11 +127,11 @@ class Completions:
                 future.set_result(completion)
 
     def publish(self, completion: Completion) -> None:
-        """Called by a worker when an execution ended."""
+        """Tell the waiters that an execution ended; a worker calls this."""
         self.resolve(completion)
 
     def close(self) -> None:
-        pass
+        """Release resources; the in-process waiters need none."""
 
 
 class RedisCompletions(Completions):
@@ -148,7 +152,10 @@ class RedisCompletions(Completions):
             self._client.publish(CHANNEL, completion.execution_id)
         except Exception as error:  # waiters fall back to reading the records
             logger.warning(
-                "could not publish the completion of %s: %s", completion.execution_id, error
+                "failed to publish the completion of execution %s; waiters in other "
+                "processes read it from the records instead: %s",
+                completion.execution_id,
+                error,
             )
 
     def listen(self) -> None:
@@ -160,9 +167,10 @@ class RedisCompletions(Completions):
             self._listener.start()
 
     def _listen(self) -> None:
+        """Resolve waiters from the channel until closed, subscribing again after errors."""
         while not self._stopping.is_set():
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(CHANNEL)
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=0.5)
@@ -174,10 +182,18 @@ class RedisCompletions(Completions):
                         if completion is not None:
                             self.resolve(completion)
             except Exception as error:
-                logger.warning("completion channel interrupted (%s); subscribing again", error)
+                logger.warning(
+                    "completion channel %s interrupted, subscribing again in 0.5 s: %s",
+                    CHANNEL,
+                    error,
+                )
                 self._stopping.wait(0.5)
+            finally:
+                # Each subscription holds a connection of its own.
+                pubsub.close()
 
     def close(self) -> None:
+        """Stop the listener thread and close the Redis client."""
         self._stopping.set()
         if self._listener is not None:
             self._listener.join(timeout=2)
