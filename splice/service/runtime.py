@@ -1,6 +1,6 @@
 """The runtime of a service process: its backends, built from settings, and its roles.
 
-`splice serve` starts every role in one process; `splice api`, `splice worker` and
+`splice serve` starts every role in one process, and `splice api`, `splice worker` and
 `splice scheduler` start one each. The backends follow the settings: SQLite or PostgreSQL
 records (SPLICE_DATABASE_URL), the database queue or Redis Streams (SPLICE_QUEUE_URL), and
 the local blob folder or an S3-compatible store (SPLICE_BLOB_URL).
@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 def open_blobs(settings: Settings) -> BlobStore:
+    """Open the blob store that SPLICE_BLOB_URL names, else the local blob folder."""
     return open_blob_store(settings.service.blob_url, local_root=settings.blob_dir)
 
 
@@ -77,6 +78,7 @@ class Runtime:
         self._sandbox: Any = None
 
     def read_completion(self, execution_id: str) -> Completion | None:
+        """Read how the execution ended from the records; None while it has not ended."""
         return read_completion(self.store, self.blobs, execution_id)
 
     # -- roles ----------------------------------------------------------------------------
@@ -88,7 +90,11 @@ class Runtime:
         heartbeat: float | None = None,
         sandbox: Any = None,
     ) -> Worker:
-        """Start a worker; ``sandbox`` shares a running sandbox (tests), else one is started."""
+        """Start this process's worker.
+
+        Tests pass a running ``sandbox`` to share it. Otherwise a fork-server sandbox starts
+        here and stops in :meth:`close`.
+        """
         from splice.engine.supervisor import Supervisor
 
         service = self.settings.service
@@ -116,6 +122,7 @@ class Runtime:
         return self.worker
 
     def start_scheduler(self) -> Scheduler:
+        """Start the scheduler thread, ticking every SPLICE_SCHEDULE_INTERVAL seconds."""
         self.scheduler = Scheduler(
             self.store,
             self.intake,
@@ -127,7 +134,7 @@ class Runtime:
         return self.scheduler
 
     def start_relay(self) -> Relay | None:
-        """Relay the outbox to Redis; nothing to do when the database is the queue."""
+        """Start relaying the outbox to Redis; return None when the database is the queue."""
         if not self.relayed:
             return None
         self.relay = Relay(self.outbox, self.queue, name=f"relay-{self.name}")
@@ -135,7 +142,11 @@ class Runtime:
         return self.relay
 
     def start_recovery(self) -> Recovery:
-        """Queue again executions that a queue lost (see splice.service.recovery)."""
+        """Start the pass that queues again the executions a queue lost.
+
+        Its interval and staleness limit are SPLICE_REQUEUE_AFTER seconds or twice the
+        lease, whichever is longer.
+        """
         self.recovery = Recovery(
             self.store,
             self.outbox,
@@ -146,6 +157,7 @@ class Runtime:
         return self.recovery
 
     def start_retention(self) -> Retention:
+        """Start the thread that prunes executions past SPLICE_RETENTION_DAYS."""
         service = self.settings.service
         self.retention = Retention(
             self.store,
@@ -158,13 +170,17 @@ class Runtime:
         return self.retention
 
     def listen_for_completions(self) -> None:
+        """Start resolving synchronous webhook waiters from Redis, when Redis is the queue."""
         if isinstance(self.completions, RedisCompletions):
             self.completions.listen()
 
     # -- stopping -------------------------------------------------------------------------
 
     def close(self, *, drain: float | None = None) -> bool:
-        """Stop every role (a worker drains first) and close the backends."""
+        """Stop every role and close the backends; return whether the worker drained.
+
+        The worker drains first, for ``drain`` seconds or SPLICE_DRAIN_TIMEOUT.
+        """
         drained = True
         if self.worker is not None:
             drain_time = self.settings.service.drain_timeout if drain is None else drain
