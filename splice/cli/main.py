@@ -268,10 +268,13 @@ def list_executions(
 
 def _unknown_execution(execution_id: str) -> UsageError:
     return UsageError(
-        "no execution has this id or id prefix",
+        "no execution has this id, or the prefix matches several executions",
         option="EXECUTION_ID",
         value=execution_id,
-        fix="list ids with `splice executions list`",
+        # Ids start with their creation time, so executions of the same minute share the
+        # first 8 characters.
+        fix="give the whole id, or more of its characters; list ids with "
+        "`splice executions list`",
     )
 
 
