@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, FastAPI, Query
+from fastapi import APIRouter, Body, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select, text
 from starlette.concurrency import run_in_threadpool
@@ -20,11 +21,14 @@ from splice.service.runtime import Runtime
 from splice.store.records import ExecutionRecord, StepRunRecord
 from splice.store.tables import executions
 
+logger = logging.getLogger(__name__)
+
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 PREVIEW_LIMIT = 64 * 1024  # bytes of a recorded value shown inline in an execution's details
 
 
 def create_app(runtime: Runtime) -> FastAPI:
+    """Build the HTTP API and webhook receiver of one service process."""
     app = FastAPI(
         title="Splice",
         version=_version(),
@@ -40,13 +44,23 @@ def create_app(runtime: Runtime) -> FastAPI:
         return error(failure.status, str(failure))
 
     @app.exception_handler(SpliceError)
-    async def splice_error(_: Any, failure: SpliceError) -> JSONResponse:
+    async def splice_error(request: Request, failure: SpliceError) -> JSONResponse:
+        # Not the caller's fault (the records or the queue are down, a stored value is
+        # unreadable), so the operator needs this line.
+        logger.error(
+            "%s %s failed: %s: %s",
+            request.method,
+            request.url.path,
+            type(failure).__name__,
+            failure,
+        )
         return error(500, str(failure))
 
     return app
 
 
 def _version() -> str:
+    """Return the installed version of the splice package, or "0" when not installed."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -56,16 +70,17 @@ def _version() -> str:
 
 
 def _health(runtime: Runtime) -> APIRouter:
+    """Build the /healthz and /readyz routes."""
     routes = APIRouter()
 
     @routes.get("/healthz")
     async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
+        """Report liveness: the process responds to HTTP."""
         return {"status": "ok"}
 
     @routes.get("/readyz")
     async def readyz() -> JSONResponse:
-        """Readiness: the records database and the queue answer."""
+        """Report readiness: 200 when the records database and the queue respond, else 503."""
         checks = await run_in_threadpool(_checks, runtime)
         ready = all(check == "ok" for check in checks.values())
         return JSONResponse(
@@ -77,12 +92,14 @@ def _health(runtime: Runtime) -> APIRouter:
 
 
 def _checks(runtime: Runtime) -> dict[str, str]:
+    """Check the records database and the queue; return "ok" or the error type for each."""
     checks: dict[str, str] = {}
     try:
         with runtime.store.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as failure:
+        logger.warning("readiness check: the records database is unavailable: %s", failure)
         checks["database"] = f"unavailable: {type(failure).__name__}"
     if runtime.relayed:
         try:
@@ -91,6 +108,7 @@ def _checks(runtime: Runtime) -> dict[str, str]:
                 ping()
             checks["queue"] = "ok"
         except Exception as failure:
+            logger.warning("readiness check: the queue is unavailable: %s", failure)
             checks["queue"] = f"unavailable: {type(failure).__name__}"
     else:
         checks["queue"] = checks["database"]  # the database is the queue
@@ -98,6 +116,7 @@ def _checks(runtime: Runtime) -> dict[str, str]:
 
 
 def instance_json(runtime: Runtime, instance: Instance, *, details: bool = False) -> dict[str, Any]:
+    """Return the instance as JSON; ``details`` adds its webhooks, schedules and flows."""
     data: dict[str, Any] = {
         "id": instance.id,
         "customer": instance.customer,
@@ -128,13 +147,14 @@ def instance_json(runtime: Runtime, instance: Instance, *, details: bool = False
 
 
 def _instances(runtime: Runtime) -> APIRouter:
+    """Build the /api/instances routes."""
     routes = APIRouter()
 
     @routes.get("/instances")
     async def list_instances(
         customer: str | None = None, integration: str | None = None
     ) -> list[dict[str, Any]]:
-        """Every instance, optionally of one customer or one integration."""
+        """List every instance, optionally of one customer or one integration."""
 
         def find() -> list[dict[str, Any]]:
             found = runtime.instances.find(customer=customer, integration=integration)
@@ -144,7 +164,7 @@ def _instances(runtime: Runtime) -> APIRouter:
 
     @routes.get("/instances/{reference:path}/webhooks")
     async def instance_webhooks(reference: str) -> dict[str, str]:
-        """The URL of each webhook flow of the instance."""
+        """Return the URL of each webhook flow of the instance."""
         instance = await run_in_threadpool(runtime.instances.require, reference)
         return await run_in_threadpool(runtime.instances.webhooks, instance.id)
 
@@ -155,6 +175,7 @@ def _instances(runtime: Runtime) -> APIRouter:
 
     @routes.post("/instances/{reference:path}/enable")
     async def enable(reference: str) -> dict[str, Any]:
+        """Let the instance's webhooks and schedules start executions again."""
         return await run_in_threadpool(_set_enabled, runtime, reference, True)
 
     @routes.post("/instances/{reference:path}/flows/{flow}/executions", status_code=202)
@@ -170,7 +191,10 @@ def _instances(runtime: Runtime) -> APIRouter:
 
     @routes.get("/instances/{reference:path}")
     async def show_instance(reference: str) -> dict[str, Any]:
-        """One instance (id, id prefix or CUSTOMER/INTEGRATION), its webhooks and schedules."""
+        """Show one instance with its webhooks, schedules and flows.
+
+        The reference is an instance id, a unique prefix of one, or CUSTOMER/INTEGRATION.
+        """
 
         def show() -> dict[str, Any]:
             return instance_json(runtime, runtime.instances.require(reference), details=True)
@@ -181,12 +205,14 @@ def _instances(runtime: Runtime) -> APIRouter:
 
 
 def _set_enabled(runtime: Runtime, reference: str, enabled: bool) -> dict[str, Any]:
+    """Enable or disable the instance; return it as JSON."""
     instance = runtime.instances.require(reference)
     runtime.instances.set_enabled(instance.id, enabled)
     return instance_json(runtime, runtime.instances.require(instance.id))
 
 
 def _executions(runtime: Runtime) -> APIRouter:
+    """Build the /api/executions routes."""
     routes = APIRouter()
 
     @routes.get("/executions")
@@ -200,9 +226,9 @@ def _executions(runtime: Runtime) -> APIRouter:
         flow: str | None = None,
         limit: int = Query(50, ge=1, le=1000),
     ) -> list[dict[str, Any]]:
-        """Executions, newest first, filtered by status, instance, customer, integration, flow."""
+        """List executions, newest first, by status, instance, customer, integration or flow."""
         if status is not None and status not in STATUSES:
-            raise RequestError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+            raise RequestError(f"status {status!r} is invalid; use one of {', '.join(STATUSES)}")
 
         def find() -> list[dict[str, Any]]:
             query = select(executions).order_by(executions.c.created_at.desc()).limit(limit)
@@ -224,12 +250,14 @@ def _executions(runtime: Runtime) -> APIRouter:
 
     @routes.get("/executions/{execution_id}")
     async def show_execution(execution_id: str) -> dict[str, Any]:
-        """One execution with its step runs (values up to 64 KiB inline)."""
+        """Show one execution with its step runs; values up to 64 KiB are shown inline."""
 
         def show() -> dict[str, Any]:
             record = runtime.store.get_execution(execution_id)
             if record is None:
-                raise NotFoundError(f"no execution {execution_id!r}")
+                raise NotFoundError(
+                    f"no execution {execution_id!r}; list ids with GET /api/executions"
+                )
             data = execution_json(record)
             data["result"] = _preview(record.result, record.result_encoding, record.result_blob)
             data["step_runs"] = [step_run_json(run) for run in runtime.store.step_runs(record.id)]
@@ -239,10 +267,14 @@ def _executions(runtime: Runtime) -> APIRouter:
 
     @routes.get("/executions/{execution_id}/logs")
     async def execution_logs(execution_id: str) -> list[dict[str, Any]]:
+        """List the execution's log lines in order."""
+
         def read() -> list[dict[str, Any]]:
             record = runtime.store.get_execution(execution_id)
             if record is None:
-                raise NotFoundError(f"no execution {execution_id!r}")
+                raise NotFoundError(
+                    f"no execution {execution_id!r}; list ids with GET /api/executions"
+                )
             return [
                 {
                     "time": _iso(line["time"]),
@@ -262,7 +294,9 @@ def _executions(runtime: Runtime) -> APIRouter:
         def request() -> dict[str, Any]:
             record = runtime.store.get_execution(execution_id)
             if record is None:
-                raise NotFoundError(f"no execution {execution_id!r}")
+                raise NotFoundError(
+                    f"no execution {execution_id!r}; list ids with GET /api/executions"
+                )
             status = cancel_execution(runtime.store, record.id)
             if runtime.worker is not None:
                 runtime.worker.cancel(record.id)
@@ -278,6 +312,7 @@ def _executions(runtime: Runtime) -> APIRouter:
 
 
 def _customer_id(runtime: Runtime, name: str) -> str:
+    """Return the customer's id, or "-", which matches no execution, for an unknown name."""
     from splice.store.tables import customers
 
     with runtime.store.engine.connect() as connection:
@@ -286,10 +321,12 @@ def _customer_id(runtime: Runtime, name: str) -> str:
 
 
 def _iso(moment: Any) -> str | None:
+    """Format a naive UTC datetime as ISO 8601 with a Z suffix; None stays None."""
     return moment.isoformat() + "Z" if moment is not None else None
 
 
 def execution_json(record: ExecutionRecord) -> dict[str, Any]:
+    """Return the execution's summary fields as JSON."""
     return {
         "id": record.id,
         "instance_id": record.instance_id,
@@ -313,6 +350,7 @@ def execution_json(record: ExecutionRecord) -> dict[str, Any]:
 
 
 def step_run_json(run: StepRunRecord) -> dict[str, Any]:
+    """Return the step run as JSON, with a preview of its output."""
     return {
         "sequence": run.sequence,
         "path": run.path,
@@ -332,7 +370,11 @@ def step_run_json(run: StepRunRecord) -> dict[str, Any]:
 
 
 def _preview(data: bytes | None, encoding: str | None, blob: str | None) -> Any:
-    """A recorded value for JSON: decoded when inline and small, else a note where it is."""
+    """Decode a recorded value for JSON when inline and small, else say where it is.
+
+    A blob becomes ``{"blob": key}``, a value over PREVIEW_LIMIT ``{"size": n, "note": ...}``
+    and bytes ``{"base64": ...}``.
+    """
     if blob is not None:
         return {"blob": blob}
     if data is None:
