@@ -1,4 +1,4 @@
-"""The webhook component: shape the answer of a synchronous webhook flow."""
+"""The webhook component: set the HTTP response of a synchronous webhook flow."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from splice.sdk import ActionContext, ActionError, Component, Input
 
 component = Component("webhook", description="Answer the caller of a synchronous webhook flow")
 
-# The status codes an answer may have: failures answer 500 by themselves.
+# The status codes a respond step may set. A failed execution responds with 500 by itself.
 MAX_STATUS, MIN_STATUS = 599, 200
 
 
@@ -44,13 +44,16 @@ def respond(
     body: Any,
     content_type: str | None,
 ) -> dict[str, Any]:
-    """Return the answer as a value; the webhook server sends it when the execution ends."""
+    """Return the HTTP response as a value; the webhook receiver sends it when the execution ends.
+
+    Raises ActionError for a status outside MIN_STATUS to MAX_STATUS.
+    """
     if not MIN_STATUS <= status <= MAX_STATUS:
         raise ActionError(
-            f"status {status} is not an answer a webhook can give; use a code from "
-            f"{MIN_STATUS} to {MAX_STATUS} (a failed execution answers 500 by itself)"
+            f"status {status} is invalid for a webhook response; use a code from "
+            f"{MIN_STATUS} to {MAX_STATUS} (a failed execution responds with 500 by itself)"
         )
-    answer_headers = {str(name): str(value) for name, value in headers.items()}
+    response_headers = {str(name): str(value) for name, value in headers.items()}
     if content_type is None:
         if isinstance(body, bytes):
             content_type = "application/octet-stream"
@@ -60,7 +63,7 @@ def respond(
             content_type = "application/json"
     return {
         "status": status,
-        "headers": answer_headers,
+        "headers": response_headers,
         "content_type": content_type,
         "body": body,
     }
