@@ -1,4 +1,4 @@
-"""Service commands: serve and its roles, deploy, instances, starting and cancelling executions."""
+"""Service commands: serve and its roles, deploy, instances, start and cancel executions."""
 
 from __future__ import annotations
 
@@ -12,7 +12,15 @@ from typing import Any
 
 import click
 
-from splice.cli.main import _fail, _read_input, cli, executions, stderr
+from splice.cli.main import (
+    EXIT_FAILED,
+    EXIT_SUCCEEDED,
+    _fail,
+    _read_input,
+    cli,
+    executions,
+    stderr,
+)
 from splice.errors import SpliceError
 
 logger = logging.getLogger("splice.service")
@@ -27,6 +35,7 @@ Example:
 
 
 def _settings(ctx: click.Context, host: str | None = None, port: int | None = None) -> Any:
+    """Read the SPLICE_* settings, with --host and --port taking precedence; exit if invalid."""
     import dataclasses
 
     from splice.settings import Settings
@@ -43,6 +52,7 @@ def _settings(ctx: click.Context, host: str | None = None, port: int | None = No
 
 
 def _runtime(ctx: click.Context, settings: Any) -> Any:
+    """Open the runtime's backends; print the error and exit when one cannot be opened."""
     from splice.service.runtime import Runtime
 
     try:
@@ -52,6 +62,7 @@ def _runtime(ctx: click.Context, settings: Any) -> Any:
 
 
 def _service_logging() -> None:
+    """Log at INFO or below, but keep the access log and HTTP client logs at WARNING."""
     root = logging.getLogger()
     if root.level > logging.INFO:
         root.setLevel(logging.INFO)
@@ -60,6 +71,7 @@ def _service_logging() -> None:
 
 
 def _serve_http(runtime: Any, settings: Any) -> None:
+    """Serve the API with uvicorn until SIGINT or SIGTERM."""
     import uvicorn
 
     from splice.api import create_app
@@ -77,9 +89,12 @@ def _serve_http(runtime: Any, settings: Any) -> None:
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
+    # Without SPLICE_PUBLIC_URL the base URL is the listening address.
+    listening = service.base_url()
+    if service.public_url:
+        listening = f"http://{service.host}:{service.port}"
     stderr.print(
-        f"splice: listening on {service.base_url() if not service.public_url else f'http://{service.host}:{service.port}'}"
-        f" (webhook URLs use {service.base_url()})",
+        f"splice: listening on {listening} (webhook URLs use {service.base_url()})",
         markup=False,
     )
     # uvicorn raises the signal that stopped it again once it has shut down. Ignoring it
@@ -90,16 +105,19 @@ def _serve_http(runtime: Any, settings: Any) -> None:
 
 
 def _ignore_signal(signum: int, frame: Any) -> None:
+    """Log a repeated stop signal and keep draining."""
     logger.debug("signal %d received while stopping; the drain goes on", signum)
 
 
 def _has(module: str) -> bool:
+    """Return whether ``module`` is installed."""
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
 
 
 def _wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
     stop = threading.Event()
 
     def handle(signum: int, frame: Any) -> None:
@@ -113,7 +131,11 @@ def _wait_for_signal() -> None:
 
 @cli.command()
 @click.option("--host", help="Address to listen on [default: SPLICE_HOST or 127.0.0.1].")
-@click.option("--port", type=click.IntRange(1, 65535), help="Port [default: SPLICE_PORT or 8000].")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="TCP port to listen on [default: SPLICE_PORT or 8000].",
+)
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Run API, webhooks, workers, scheduler and retention in one process.
@@ -137,7 +159,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         runtime.close(drain=0)
         _fail(ctx, error)
     except SystemExit:
-        # uvicorn exits when it cannot listen (the port is taken): stop the started roles.
+        # uvicorn exits when it cannot listen, for example when the port is in use, so stop
+        # the roles that already started.
         runtime.close(drain=0)
         raise
     stderr.print("splice: stopping; running executions finish first", markup=False)
@@ -146,7 +169,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
 
 @cli.command()
 @click.option("--host", help="Address to listen on [default: SPLICE_HOST or 127.0.0.1].")
-@click.option("--port", type=click.IntRange(1, 65535), help="Port [default: SPLICE_PORT or 8000].")
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="TCP port to listen on [default: SPLICE_PORT or 8000].",
+)
 @click.pass_context
 def api(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Run the API and webhook receiver (and the outbox relay when SPLICE_QUEUE_URL is set)."""
@@ -157,6 +184,8 @@ def api(ctx: click.Context, host: str | None, port: int | None) -> None:
         runtime.start_relay()
         runtime.listen_for_completions()
         _serve_http(runtime, settings)
+    except SpliceError as error:
+        _fail(ctx, error)  # exits, and the finally block closes the runtime
     finally:
         runtime.close()
 
@@ -165,11 +194,15 @@ def api(ctx: click.Context, host: str | None, port: int | None) -> None:
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 256),
-    help="Executions run at once [default: SPLICE_WORKER_CONCURRENCY or 8].",
+    help="Maximum number of executions run at once [default: SPLICE_WORKER_CONCURRENCY or 8].",
 )
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int | None) -> None:
-    """Run executions from the queue until SIGTERM, then drain (SPLICE_DRAIN_TIMEOUT)."""
+    """Run executions from the queue until SIGTERM, then drain them.
+
+    Running executions get SPLICE_DRAIN_TIMEOUT seconds to finish. The exit status is 1 when
+    some were still running, and another worker resumes those once their leases expire.
+    """
     settings = _settings(ctx)
     _service_logging()
     runtime = _runtime(ctx, settings)
@@ -183,7 +216,7 @@ def worker(ctx: click.Context, concurrency: int | None) -> None:
         _fail(ctx, error)
     stderr.print("splice: worker draining", markup=False)
     drained = runtime.close()
-    ctx.exit(0 if drained else 1)
+    ctx.exit(EXIT_SUCCEEDED if drained else EXIT_FAILED)
 
 
 @cli.command()
@@ -200,24 +233,26 @@ def scheduler(ctx: click.Context) -> None:
         runtime.start_recovery()
         stderr.print(f"splice: scheduler {runtime.name} running", markup=False)
         _wait_for_signal()
+    except SpliceError as error:
+        _fail(ctx, error)  # exits, and the finally block closes the runtime
     finally:
         runtime.close()
 
 
 @cli.command(epilog=DEPLOY_EPILOG)
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--customer", required=True, help="The customer's name; created when new.")
+@click.option("--customer", required=True, help="Name of the customer, who is created when new.")
 @click.option(
     "--config",
     "assignments",
     multiple=True,
     metavar="NAME=VALUE",
-    help="A config value of this customer's instance (repeatable).",
+    help="Set a config value of this customer's instance (repeatable).",
 )
 @click.option(
     "--config-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="A YAML or JSON file of config values.",
+    help="Read config values from this YAML or JSON file.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the deployment as JSON.")
 @click.pass_context
@@ -302,6 +337,8 @@ def list_instances(
                     f"{instance.id}  {instance.customer}/{instance.integration_key}  "
                     f"{instance.integration_version or '-'}  {state}"
                 )
+    except SpliceError as error:
+        _fail(ctx, error)  # exits, and the finally block closes the runtime
     finally:
         runtime.close()
 
@@ -310,7 +347,10 @@ def list_instances(
 @click.argument("reference")
 @click.pass_context
 def show_instance(ctx: click.Context, reference: str) -> None:
-    """Show an instance (id, id prefix or CUSTOMER/INTEGRATION) with URLs and schedules as JSON."""
+    """Print an instance with its webhook URLs, schedules and flows as JSON.
+
+    REFERENCE is an instance id, a unique prefix of one, or CUSTOMER/INTEGRATION.
+    """
     from splice.api.app import instance_json
 
     runtime = _runtime(ctx, _settings(ctx))
@@ -324,6 +364,7 @@ def show_instance(ctx: click.Context, reference: str) -> None:
 
 
 def _set_enabled(ctx: click.Context, reference: str, enabled: bool) -> None:
+    """Enable or disable the instance and print what changed."""
     runtime = _runtime(ctx, _settings(ctx))
     try:
         instance = runtime.instances.require(reference)
@@ -355,11 +396,13 @@ def enable_instance(ctx: click.Context, reference: str) -> None:
 @click.argument("reference")
 @click.argument("flow")
 @click.option(
-    "--input", "input_file", help="JSON file (or - for standard input) as the trigger's body."
+    "--input",
+    "input_file",
+    help="Read the trigger's body from this JSON file (- for standard input).",
 )
 @click.pass_context
 def start_execution(ctx: click.Context, reference: str, flow: str, input_file: str | None) -> None:
-    """Queue an execution of FLOW of an instance; prints its id. A worker runs it."""
+    """Queue an execution of FLOW of an instance and print its id; a worker runs it."""
     from splice.service.control import start_execution as start
 
     runtime = _runtime(ctx, _settings(ctx))
