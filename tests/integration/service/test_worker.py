@@ -32,7 +32,7 @@ class Receiver:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str | None]] = []
         self.release = threading.Event()
-        self.held = threading.Event()
+        self.hold_started = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -40,8 +40,8 @@ class Receiver:
                 length = int(self.headers.get("content-length") or 0)
                 self.rfile.read(length)
                 receiver.requests.append((self.path, self.headers.get("idempotency-key")))
-                if self.path == "/hold" and not receiver.held.is_set():
-                    receiver.held.set()
+                if self.path == "/hold" and not receiver.hold_started.is_set():
+                    receiver.hold_started.set()
                     receiver.release.wait(30)
                 self.send_response(201)
                 self.send_header("content-type", "application/json")
@@ -86,7 +86,7 @@ RESUMABLE = """
               url: "{{ config.url }}/first"
               json: {n: 1}
               idempotency_key: true
-          - id: held
+          - id: hold
             action: http.request
             inputs:
               method: POST
@@ -145,15 +145,15 @@ def _runs(service, execution_id: str) -> list[tuple[str, str]]:
     return [(row.step_id, row.status) for row in rows]
 
 
-def _wait(condition, timeout: float = 30.0, what: str = "condition") -> None:
+def _wait(condition, timeout: float = 30.0, description: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {description}")
         time.sleep(0.02)
 
 
-def test_killed_worker_execution_resumes_from_its_checkpoint(start_service, definition, receiver):
+def test_killed_worker_resumes_from_checkpoint(start_service, definition, receiver):
     """SIGKILL mid-step: another worker resumes. The checkpointed step never runs again;
     the interrupted one runs again with the same idempotency key; the execution ends once."""
     service = start_service(worker=False, http=False, SPLICE_LEASE="2")
@@ -161,8 +161,11 @@ def test_killed_worker_execution_resumes_from_its_checkpoint(start_service, defi
     execution_id = _start(service, "post")
     doomed = _spawn_worker(service)
     try:
-        assert receiver.held.wait(30), "the held step never started"
-        _wait(lambda: _runs(service, execution_id) == [("first", "succeeded")], what="checkpoint")
+        assert receiver.hold_started.wait(30), "the hold step never started"
+        _wait(
+            lambda: _runs(service, execution_id) == [("first", "succeeded")],
+            description="checkpoint",
+        )
     finally:
         doomed.send_signal(signal.SIGKILL)
         doomed.wait()
@@ -174,13 +177,14 @@ def test_killed_worker_execution_resumes_from_its_checkpoint(start_service, defi
     assert record.resumes == 1
     assert _runs(service, execution_id) == [
         ("first", "succeeded"),
-        ("held", "succeeded"),
+        ("hold", "succeeded"),
         ("last", "succeeded"),
     ]
     paths = Counter(path for path, _ in receiver.requests)
     assert paths == {"/first": 1, "/hold": 2, "/last": 1}
     hold_keys = {key for path, key in receiver.requests if path == "/hold"}
-    assert len(hold_keys) == 1 and None not in hold_keys
+    assert len(hold_keys) == 1
+    assert None not in hold_keys
 
 
 SLEEPY = """
@@ -248,9 +252,7 @@ def _max_overlap(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
-def test_concurrency_limit_holds_under_a_burst_across_two_workers(
-    start_service, definition, tmp_path_factory
-):
+def test_concurrency_limit_across_two_workers(start_service, definition, tmp_path_factory):
     out = _granted(tmp_path_factory)
     service = start_service(http=False, concurrency=6)
     second = start_service(http=False, concurrency=6)
@@ -265,14 +267,12 @@ def test_concurrency_limit_holds_under_a_burst_across_two_workers(
     assert workers <= {service.runtime.name, second.runtime.name}
 
 
-def test_cancel_of_a_running_execution_frees_exactly_one_slot(
-    start_service, definition, tmp_path_factory
-):
+def test_cancel_running_frees_one_slot(start_service, definition, tmp_path_factory):
     out = _granted(tmp_path_factory)
     service = start_service(http=False, concurrency=4, heartbeat=0.2)
     service.deploy(definition(SLEEPY, {"nap.py": NAP}), out=str(out))
     long = _start(service, "lone", 30)
-    _wait(lambda: (out / f"{long}.start").exists(), what="the long execution to start")
+    _wait(lambda: (out / f"{long}.start").exists(), description="the long execution to start")
     waiting = [_start(service, "lone", 0.2) for _ in range(2)]
     time.sleep(0.5)
     assert not any((out / f"{w}.start").exists() for w in waiting)
@@ -287,7 +287,7 @@ def test_cancel_of_a_running_execution_frees_exactly_one_slot(
     assert _max_overlap(_intervals(out)) == 1  # the two waiting ones ran one after the other
 
 
-def test_cancel_of_a_queued_execution(start_service, definition, tmp_path_factory):
+def test_cancel_queued_execution(start_service, definition, tmp_path_factory):
     service = start_service(worker=False, http=False)
     service.deploy(definition(SLEEPY, {"nap.py": NAP}), out=str(_granted(tmp_path_factory)))
     execution_id = _start(service, "nap", 0)
@@ -297,32 +297,33 @@ def test_cancel_of_a_queued_execution(start_service, definition, tmp_path_factor
     service.runtime.start_worker(concurrency=1)
     time.sleep(0.5)
     record = service.runtime.store.get_execution(execution_id)
-    assert record.status == "cancelled" and record.started_at is None
+    assert record.status == "cancelled"
+    assert record.started_at is None
     with service.runtime.store.engine.connect() as connection:
         assert connection.execute(select(executions.c.status)).scalars().all() == ["cancelled"]
 
 
-def test_slots_race_and_come_back_after_a_lease(start_service):
+def test_slots_race_and_expire_leases(start_service):
     service = start_service(worker=False, http=False)
     now = [1_000_000.0]
     slots = Slots(service.runtime.store, lease=5, clock=lambda: now[0])
     barrier = threading.Barrier(12)
-    taken: list[str] = []
+    acquired: list[str] = []
 
-    def take(index: int) -> None:
+    def acquire(index: int) -> None:
         barrier.wait()
         if slots.acquire("instance", "flow", 3, f"execution-{index}"):
-            taken.append(f"execution-{index}")
+            acquired.append(f"execution-{index}")
 
-    threads = [threading.Thread(target=take, args=(i,)) for i in range(12)]
+    threads = [threading.Thread(target=acquire, args=(i,)) for i in range(12)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(taken) == 3
+    assert len(acquired) == 3
     assert not slots.acquire("instance", "flow", 3, "late")
-    assert slots.release(taken[0]) == 1
-    assert slots.release(taken[0]) == 0
+    assert slots.release(acquired[0]) == 1
+    assert slots.release(acquired[0]) == 0
     assert slots.acquire("instance", "flow", 3, "late")
     now[0] += 6  # the holders stopped renewing: their worker died
     assert slots.acquire("instance", "flow", 3, "after-lease")
@@ -335,7 +336,7 @@ def test_sigterm_drains_running_executions(start_service, definition, tmp_path_f
     service.deploy(definition(SLEEPY, {"nap.py": NAP}), out=str(out))
     execution_id = _start(service, "nap", 1.5)
     worker = _spawn_worker(service)
-    _wait(lambda: (out / f"{execution_id}.start").exists(), what="the execution to start")
+    _wait(lambda: (out / f"{execution_id}.start").exists(), description="the execution to start")
     worker.send_signal(signal.SIGTERM)
     try:
         assert worker.wait(timeout=30) == 0
@@ -346,9 +347,7 @@ def test_sigterm_drains_running_executions(start_service, definition, tmp_path_f
     assert record.resumes == 0
 
 
-def test_redis_queue_survives_a_restart_under_load(
-    start_service, definition, tmp_path, tmp_path_factory
-):
+def test_redis_queue_survives_restart(start_service, definition, tmp_path, tmp_path_factory):
     redis_server = RedisServer(tmp_path / "redis")
     redis_server.start()
     try:
@@ -372,11 +371,12 @@ def test_redis_queue_survives_a_restart_under_load(
         assert set(counts) == set(ids)
         assert set(counts.values()) == {1}
     finally:
-        service.stop() if "service" in locals() else None
+        if "service" in locals():
+            service.stop()
         redis_server.stop()
 
 
-def test_recovery_requeues_what_redis_lost(start_service, definition, tmp_path, tmp_path_factory):
+def test_recovery_requeues_lost_entries(start_service, definition, tmp_path, tmp_path_factory):
     from splice.service.recovery import Recovery
     from splice.store.tables import queue_entries
 
@@ -391,7 +391,7 @@ def test_recovery_requeues_what_redis_lost(start_service, definition, tmp_path, 
             with service.runtime.store.engine.connect() as connection:
                 return connection.execute(select(queue_entries.c.id)).first() is None
 
-        _wait(relayed, what="the relay to move the entry to Redis")
+        _wait(relayed, description="the relay to move the entry to Redis")
         with redis_server.client() as client:
             assert client.delete("splice:executions") == 1  # Redis lost its data
         runtime = service.runtime
