@@ -1,4 +1,4 @@
-"""Webhook triggers over real HTTP: bodies of all kinds, signatures, deliveries, limits, answers."""
+"""Webhook triggers over real HTTP: bodies, signatures, deliveries, limits, responses."""
 
 from __future__ import annotations
 
@@ -52,18 +52,18 @@ DEFINITION = """
           - id: echo
             action: code.run
             inputs: {file: echo.py, args: {trigger: "{{ trigger }}"}}
-      answer:
+      respond:
         trigger: {type: webhook, sync: true}
         steps:
           - id: reply
             action: webhook.respond
             inputs:
               status: 201
-              headers: {X-Answer: "yes", Content-Length: "999"}
+              headers: {X-Reply: "yes", Content-Length: "999"}
               body: {got: "{{ trigger.body.name }}"}
           - id: after
             action: log.write
-            inputs: {message: answered}
+            inputs: {message: responded}
       text:
         trigger: {type: webhook, sync: true}
         steps:
@@ -126,11 +126,11 @@ def _count(service) -> int:
         return connection.execute(select(func.count()).select_from(executions)).scalar_one()
 
 
-def test_async_webhook_answers_202_and_runs(hooks):
+def test_async_webhook_returns_202(hooks):
     service, urls = hooks
-    answer = service.client.post(urls["inbox"] + "?a=1&a=2&b=x", json={"order": 7})
-    assert answer.status_code == 202
-    execution_id = answer.json()["execution_id"]
+    response = service.client.post(urls["inbox"] + "?a=1&a=2&b=x", json={"order": 7})
+    assert response.status_code == 202
+    execution_id = response.json()["execution_id"]
     echo = _echo(service, execution_id)
     assert echo["method"] == "POST"
     assert echo["query"] == {"a": ["1", "2"], "b": "x"}
@@ -139,11 +139,13 @@ def test_async_webhook_answers_202_and_runs(hooks):
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
-def test_any_method_is_accepted(hooks, method):
+def test_webhook_accepts_any_method(hooks, method):
     service, urls = hooks
-    answer = service.client.request(method, urls["echo"], content=b"x" if method != "GET" else None)
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["method"] == method
+    response = service.client.request(
+        method, urls["echo"], content=b"x" if method != "GET" else None
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["method"] == method
 
 
 BODIES = [
@@ -168,11 +170,13 @@ BODIES = [
 
 
 @pytest.mark.parametrize(("content_type", "body", "kind", "parsed", "problem"), BODIES)
-def test_bodies_of_every_kind_never_5xx(hooks, content_type, body, kind, parsed, problem):
+def test_webhook_bodies_never_return_5xx(hooks, content_type, body, kind, parsed, problem):
     service, urls = hooks
-    answer = service.client.post(urls["echo"], content=body, headers={"content-type": content_type})
-    assert answer.status_code == 200, answer.text
-    echo = answer.json()
+    response = service.client.post(
+        urls["echo"], content=body, headers={"content-type": content_type}
+    )
+    assert response.status_code == 200, response.text
+    echo = response.json()
     assert echo["raw_size"] == len(body)
     assert echo["raw_sha256"] == hashlib.sha256(body).hexdigest()
     if kind is not None:
@@ -182,7 +186,7 @@ def test_bodies_of_every_kind_never_5xx(hooks, content_type, body, kind, parsed,
     assert (echo["problem"] is not None) == problem
 
 
-def test_large_body_streams_to_the_blob_store_byte_for_byte(hooks):
+def test_large_body_streams_to_blob_store(hooks):
     service, urls = hooks
     body = os.urandom(3 * 1024 * 1024 + 17)
 
@@ -190,11 +194,11 @@ def test_large_body_streams_to_the_blob_store_byte_for_byte(hooks):
         for start in range(0, len(body), 64 * 1024):
             yield body[start : start + 64 * 1024]
 
-    answer = service.client.post(
+    response = service.client.post(
         urls["inbox"], content=chunks(), headers={"content-type": "application/octet-stream"}
     )
-    assert answer.status_code == 202
-    execution_id = answer.json()["execution_id"]
+    assert response.status_code == 202
+    execution_id = response.json()["execution_id"]
     echo = _echo(service, execution_id)
     assert echo["raw_size"] == len(body)
     assert echo["raw_sha256"] == hashlib.sha256(body).hexdigest()
@@ -203,7 +207,7 @@ def test_large_body_streams_to_the_blob_store_byte_for_byte(hooks):
     assert len(record.trigger) < 10_000  # the body is not in the record
 
 
-def test_body_over_the_limit_answers_413_and_starts_nothing(start_service, definition):
+def test_oversized_body_returns_413(start_service, definition):
     service = start_service(SPLICE_WEBHOOK_MAX_BODY="2048")
     path = definition(DEFINITION, {"echo.py": ECHO})
     urls = service.deploy(path, github_secret=SECRET).webhooks
@@ -222,45 +226,45 @@ def test_body_over_the_limit_answers_413_and_starts_nothing(start_service, defin
     assert service.client.post(urls["inbox"], content=b"x" * 2048).status_code == 202
 
 
-def test_sync_answer_from_webhook_respond(hooks):
+def test_sync_response_from_respond_step(hooks):
     service, urls = hooks
-    answer = service.client.post(urls["answer"], json={"name": "Ada"})
-    assert answer.status_code == 201
-    assert answer.json() == {"got": "Ada"}
-    assert answer.headers["x-answer"] == "yes"
-    assert answer.headers["content-length"] == str(len(answer.content))
-    assert answer.headers["x-splice-execution-id"]
+    response = service.client.post(urls["respond"], json={"name": "Ada"})
+    assert response.status_code == 201
+    assert response.json() == {"got": "Ada"}
+    assert response.headers["x-reply"] == "yes"
+    assert response.headers["content-length"] == str(len(response.content))
+    assert response.headers["x-splice-execution-id"]
     text = service.client.get(urls["text"], params={"who": "you"})
     assert text.status_code == 200
     assert text.text == "plain you"
     assert text.headers["content-type"].startswith("text/plain")
 
 
-def test_sync_answer_is_the_result_without_respond(hooks):
+def test_sync_response_defaults_to_result(hooks):
     service, urls = hooks
-    answer = service.client.post(urls["echo"], json={"x": 1})
-    assert answer.status_code == 200
-    assert answer.headers["content-type"] == "application/json"
-    assert answer.json()["body"] == {"x": 1}
+    response = service.client.post(urls["echo"], json={"x": 1})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["body"] == {"x": 1}
 
 
-def test_failed_sync_execution_answers_500_with_id_and_reason(hooks):
+def test_failed_sync_execution_returns_500(hooks):
     service, urls = hooks
-    answer = service.client.post(urls["fail"], content=b"")
-    assert answer.status_code == 500
-    data = answer.json()
+    response = service.client.post(urls["fail"], content=b"")
+    assert response.status_code == 500
+    data = response.json()
     assert data["status"] == "failed"
     assert "no such customer" in data["error"]["message"]
     assert data["error"]["step"] == "boom"
     assert service.runtime.store.get_execution(data["execution_id"]).status == "failed"
 
 
-def test_sync_execution_past_its_timeout_answers_202(hooks):
+def test_sync_timeout_returns_202(hooks):
     service, urls = hooks
-    answer = service.client.post(urls["slow"], content=b"")
-    assert answer.status_code == 202
-    execution_id = answer.json()["execution_id"]
-    assert f"/api/executions/{execution_id}" in answer.json()["detail"]
+    response = service.client.post(urls["slow"], content=b"")
+    assert response.status_code == 202
+    execution_id = response.json()["execution_id"]
+    assert f"/api/executions/{execution_id}" in response.json()["detail"]
     assert service.wait_for(execution_id).status == "succeeded"
 
 
@@ -277,17 +281,17 @@ def _github_headers(body: bytes, *, secret: str = SECRET, delivery: str | None =
 @pytest.mark.parametrize(
     "payload", sorted(GITHUB_FIXTURES.glob("*.payload.json")), ids=lambda p: p.name
 )
-def test_github_deliveries_with_valid_signatures(hooks, payload: Path):
+def test_github_valid_signatures_accepted(hooks, payload: Path):
     service, urls = hooks
     body = payload.read_bytes()
-    answer = service.client.post(urls["github"], content=body, headers=_github_headers(body))
-    assert answer.status_code == 202, answer.text
-    echo = _echo(service, answer.json()["execution_id"])
+    response = service.client.post(urls["github"], content=body, headers=_github_headers(body))
+    assert response.status_code == 202, response.text
+    echo = _echo(service, response.json()["execution_id"])
     assert echo["body"] == json.loads(body)
     assert echo["raw_sha256"] == hashlib.sha256(body).hexdigest()
 
 
-def test_github_deliveries_with_broken_signatures_answer_401(hooks):
+def test_github_invalid_signatures_return_401(hooks):
     service, urls = hooks
     body = (GITHUB_FIXTURES / "push.payload.json").read_bytes()
     wrong_secret = _github_headers(body, secret="another secret")
@@ -300,10 +304,10 @@ def test_github_deliveries_with_broken_signatures_answer_401(hooks):
         (missing, body),
         (tampered, body + b" "),
     ):
-        answer = service.client.post(urls["github"], content=content, headers=headers)
-        assert answer.status_code == 401, answer.text
-        assert "X-Hub-Signature-256" in answer.json()["error"]
-        assert SECRET not in answer.text
+        response = service.client.post(urls["github"], content=content, headers=headers)
+        assert response.status_code == 401, response.text
+        assert "X-Hub-Signature-256" in response.json()["error"]
+        assert SECRET not in response.text
     assert _count(service) == 0
 
 
@@ -313,7 +317,8 @@ def test_repeated_delivery_starts_nothing_new(hooks):
     headers = _github_headers(body, delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958")
     first = service.client.post(urls["github"], content=body, headers=headers)
     again = service.client.post(urls["github"], content=body, headers=headers)
-    assert first.status_code == again.status_code == 202
+    assert first.status_code == 202
+    assert again.status_code == 202
     assert again.json() == {"execution_id": first.json()["execution_id"], "duplicate": True}
     assert _count(service) == 1
 
@@ -323,18 +328,18 @@ def test_concurrent_repeated_deliveries_start_one_execution(hooks):
     body = (GITHUB_FIXTURES / "issues.opened.payload.json").read_bytes()
     headers = _github_headers(body, delivery="d-" + uuid.uuid4().hex)
     with ThreadPoolExecutor(8) as pool:
-        answers = list(
+        responses = list(
             pool.map(
                 lambda _: service.client.post(urls["github"], content=body, headers=headers),
                 range(16),
             )
         )
-    assert {answer.status_code for answer in answers} == {202}
-    assert len({answer.json()["execution_id"] for answer in answers}) == 1
+    assert {response.status_code for response in responses} == {202}
+    assert len({response.json()["execution_id"] for response in responses}) == 1
     assert _count(service) == 1
 
 
-def test_delivery_id_from_a_body_field(hooks):
+def test_delivery_id_from_body_field(hooks):
     service, urls = hooks
     first = service.client.post(urls["by_field"], json={"event": {"id": 41}})
     again = service.client.post(urls["by_field"], json={"event": {"id": 41}, "retry": True})
@@ -346,14 +351,14 @@ def test_delivery_id_from_a_body_field(hooks):
     assert "event.id" in missing.json()["error"]
 
 
-def test_missing_delivery_header_answers_400(hooks):
+def test_missing_delivery_header_returns_400(hooks):
     service, urls = hooks
     body = b"{}"
     headers = _github_headers(body)
     del headers["x-github-delivery"]
-    answer = service.client.post(urls["github"], content=body, headers=headers)
-    assert answer.status_code == 400
-    assert "X-GitHub-Delivery" in answer.json()["error"]
+    response = service.client.post(urls["github"], content=body, headers=headers)
+    assert response.status_code == 400
+    assert "X-GitHub-Delivery" in response.json()["error"]
 
 
 def test_unknown_token_and_disabled_instance(hooks):
@@ -378,13 +383,13 @@ def test_optional_delivery_id(hooks):
     assert marked[1] == {"execution_id": marked[0]["execution_id"], "duplicate": True}
 
 
-def test_sync_answer_from_a_worker_in_another_runtime(start_service, definition):
+def test_sync_response_from_another_runtime(start_service, definition):
     """`splice api` and `splice worker` on the database queue share no channel: the API
     reads the outcome from the records."""
     api = start_service(worker=False)
     start_service(http=False)  # the worker, with completions of its own
     urls = api.deploy(definition(DEFINITION, {"echo.py": ECHO}), github_secret=SECRET).webhooks
-    answer = api.client.post(urls["answer"], json={"name": "Grace"})
-    assert answer.status_code == 201
-    assert answer.json() == {"got": "Grace"}
+    response = api.client.post(urls["respond"], json={"name": "Grace"})
+    assert response.status_code == 201
+    assert response.json() == {"got": "Grace"}
     assert api.client.post(urls["fail"], content=b"").status_code == 500
