@@ -17,6 +17,8 @@ from splice.store.tables import executions
 
 
 class Clock:
+    """A settable clock that returns ``moment`` as a Unix timestamp."""
+
     def __init__(self, moment: datetime.datetime) -> None:
         self.moment = moment
 
@@ -68,9 +70,7 @@ TRANSITIONS = {
 
 @pytest.mark.parametrize("season", ["spring", "autumn"])
 @pytest.mark.parametrize("zone", list(TRANSITIONS))
-def test_two_schedulers_fire_each_due_time_once_across_dst(
-    tmp_path, database_url, definition, season, zone
-):
+def test_two_schedulers_fire_once_across_dst(tmp_path, database_url, definition, season, zone):
     """Daily 02:30 fires once per local day (also on the day without 02:30), and every
     half hour fires once per wall-clock time, with two schedulers racing at every tick."""
     zones = [zone]
@@ -145,7 +145,7 @@ flows:
 """
 
 
-def test_catch_up_after_downtime_and_schedules_from_config(tmp_path, database_url, definition):
+def test_catch_up_and_cron_from_config(tmp_path, database_url, definition):
     from splice.definition import load_integration
 
     path = definition(SKIPPABLE)
@@ -196,7 +196,7 @@ def test_disabled_instances_do_not_fire(tmp_path, database_url, definition):
         runtime.close()
 
 
-def test_a_config_value_that_is_not_a_cron_is_refused_at_deploy(tmp_path, database_url, definition):
+def test_deploy_rejects_invalid_cron_config(tmp_path, database_url, definition):
     from splice.definition import load_integration
     from splice.errors import ConfigError
 
