@@ -34,6 +34,8 @@ from tests.integration.queue.redis_server import free_port
 
 @dataclass
 class RunningService:
+    """A started Runtime, its base URL, an HTTP client and, when served, the uvicorn server."""
+
     runtime: Runtime
     url: str
     client: httpx.Client
@@ -42,6 +44,7 @@ class RunningService:
     extra: list[Any] = field(default_factory=list)
 
     def deploy(self, definition: Path, customer: str = "acme", **config: Any) -> Any:
+        """Deploy the definition to ``customer`` with ``config`` as NAME=VALUE assignments."""
         from splice.definition import load_integration
 
         assignments = [f"{name}={value}" for name, value in config.items()]
@@ -52,14 +55,19 @@ class RunningService:
     def wait_for(self, execution_id: str, timeout: float = 30.0) -> Any:
         """Wait until the execution ended; return its record."""
         deadline = time.monotonic() + timeout
+        record = None
         while time.monotonic() < deadline:
             record = self.runtime.store.get_execution(execution_id)
             if record is not None and record.status in ("succeeded", "failed", "cancelled"):
                 return record
             time.sleep(0.02)
-        raise AssertionError(f"execution {execution_id} did not end within {timeout} s")
+        raise AssertionError(
+            f"execution {execution_id} did not end within {timeout:g} s; last status: "
+            f"{record.status if record is not None else 'no record'}"
+        )
 
     def stop(self) -> None:
+        """Stop the HTTP server, then drain the worker for up to 5 s and close the runtime."""
         if self.server is not None:
             self.server.should_exit = True
         if self.thread is not None:
@@ -98,12 +106,14 @@ def start_service(
         }
         settings = Settings.from_env(env)
         runtime = Runtime(settings, clock=clock)
+        url = f"http://127.0.0.1:{port}"
+        service = RunningService(runtime, url, httpx.Client(base_url=url, timeout=60))
+        # Registered first, so that teardown closes the runtime even if a step below fails.
+        started.append(service)
         runtime.start_relay()
         runtime.listen_for_completions()
         if worker:
             runtime.start_worker(concurrency=concurrency, heartbeat=heartbeat, sandbox=sandbox)
-        url = f"http://127.0.0.1:{port}"
-        service = RunningService(runtime, url, httpx.Client(base_url=url, timeout=60))
         if http:
             config = uvicorn.Config(
                 create_app(runtime),
@@ -116,13 +126,13 @@ def start_service(
             server = uvicorn.Server(config)
             thread = threading.Thread(target=server.run, daemon=True)
             thread.start()
+            service.server = server
+            service.thread = thread
             deadline = time.monotonic() + 10
             while not server.started:
                 if time.monotonic() > deadline or not thread.is_alive():
-                    raise RuntimeError("the test's API server did not start")
+                    raise RuntimeError(f"the test's API server did not start on port {port}")
                 time.sleep(0.01)
-            service.server, service.thread = server, thread
-        started.append(service)
         return service
 
     yield start
