@@ -26,7 +26,7 @@ DEFINITION = """
                     return {"sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw),
                             "padding": "x" * 50000}
               args: {raw: "{{ trigger.raw }}"}
-          - id: answer
+          - id: response
             action: webhook.respond
             inputs:
               body: {sha256: "{{ steps.digest.sha256 }}", size: "{{ steps.digest.size }}"}
@@ -54,10 +54,10 @@ def test_webhook_through_redis_and_s3(
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "queue": "ok"}
     body = os.urandom(2 * 1024 * 1024)
-    answer = service.client.post(url, content=body, headers={"content-type": "image/png"})
-    assert answer.status_code == 200, answer.text
-    assert answer.json() == {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
-    execution_id = answer.headers["x-splice-execution-id"]
+    response = service.client.post(url, content=body, headers={"content-type": "image/png"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
+    execution_id = response.headers["x-splice-execution-id"]
     record = service.runtime.store.get_execution(execution_id)
     assert record.status == "succeeded"
     keys = {

@@ -1,7 +1,9 @@
 """A service worker as a process of its own, for tests that kill it: ``python worker_process.py``.
 
-It reads its settings from SPLICE_* variables, runs a worker with two executions at once and
-prints ``ready`` once it claims work. SIGTERM drains it; SIGKILL leaves its leases behind.
+It reads its settings from SPLICE_* variables and runs a worker with the concurrency given as
+its first argument, 2 by default. It prints ``ready`` once the worker has started. SIGTERM
+drains it and exits 1 if executions were still running after 30 s. SIGKILL leaves its leases
+behind.
 """
 
 from __future__ import annotations
