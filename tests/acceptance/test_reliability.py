@@ -1,11 +1,12 @@
 """Reliability: nothing accepted is lost while workers are killed at random.
 
 Three `splice worker` processes, two `splice scheduler` processes and one `splice api` run on
-PostgreSQL and a Redis of the test's own. 1,000 deliveries of a UBL invoice go to the invoice
-flow's webhook while a worker is killed with SIGKILL every few seconds and started again. At
-the end every delivery has exactly one execution, every execution succeeded once, its step
-runs are intact (one succeeded run per step, sequences unique), and the accounting API holds
-one record per execution. A schedule firing every minute fires each due time once.
+PostgreSQL and a Redis of the test's own. 1,000 deliveries (SPLICE_RELIABILITY_DELIVERIES) of
+a UBL invoice go to the invoice flow's webhook while a worker is killed with SIGKILL every few
+seconds and started again. At the end every delivery has exactly one execution, and every
+execution succeeded once. Its step runs are intact: one succeeded run per step, and sequences
+are unique. The accounting API stores one record per execution. A schedule firing every minute
+fires each due time once.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class Processes:
         self.killed = 0
 
     def start(self, name: str, *arguments: str) -> None:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115  (closed in stop)
+        # The child keeps its own copy of the descriptor, so ours is closed at once.
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed after Popen
         self.running[name] = subprocess.Popen(
             [str(SPLICE), *arguments], env=self.environment, stdout=log, stderr=log
         )
@@ -96,11 +98,11 @@ def _wait_ready(url: str, timeout: float = 60) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise AssertionError(f"the API at {url} did not become ready")
+    raise AssertionError(f"the API at {url} did not become ready within {timeout:g} s")
 
 
 @pytest.mark.timeout(900)
-def test_nothing_is_lost_while_workers_are_killed(tmp_path, postgres_url, server):  # noqa: F811
+def test_no_delivery_lost_when_workers_killed(tmp_path, postgres_url, server):  # noqa: F811
     redis_server = RedisServer(tmp_path / "redis")
     redis_server.start()
     port = free_port()
@@ -146,7 +148,7 @@ def test_nothing_is_lost_while_workers_are_killed(tmp_path, postgres_url, server
 
         body = INVOICE.read_bytes()
         delivery_ids = [str(uuid.uuid4()) for _ in range(DELIVERIES)]
-        answers: dict[str, int] = {}
+        status_codes: dict[str, int] = {}
         sending = threading.Event()
         sending.set()
 
@@ -166,7 +168,7 @@ def test_nothing_is_lost_while_workers_are_killed(tmp_path, postgres_url, server
             def deliver(delivery_id: str) -> None:
                 for _ in range(5):  # the API itself is never killed; retry only network errors
                     try:
-                        answer = client.post(
+                        response = client.post(
                             webhook,
                             content=body,
                             headers={
@@ -174,7 +176,7 @@ def test_nothing_is_lost_while_workers_are_killed(tmp_path, postgres_url, server
                                 "x-delivery-id": delivery_id,
                             },
                         )
-                        answers[delivery_id] = answer.status_code
+                        status_codes[delivery_id] = response.status_code
                         return
                     except httpx.TransportError:
                         time.sleep(0.5)
@@ -184,8 +186,8 @@ def test_nothing_is_lost_while_workers_are_killed(tmp_path, postgres_url, server
         sending.clear()
         chaos_thread.join(timeout=10)
         assert processes.killed >= 3, "the test killed too few workers to mean anything"
-        assert set(answers.values()) <= {200, 202}, Counter(answers.values())
-        assert len(answers) == DELIVERIES
+        assert set(status_codes.values()) <= {200, 202}, Counter(status_codes.values())
+        assert len(status_codes) == DELIVERIES
 
         engine = create_engine(postgres_url)
         try:
@@ -236,13 +238,13 @@ def test_nothing_is_lost_while_workers_are_killed(tmp_path, postgres_url, server
         for run in runs:
             by_execution.setdefault(run.execution_id, []).append(run)
         for row in rows:
-            mine = by_execution[row.id]
-            succeeded = sorted(run.step_id for run in mine if run.status == "succeeded")
+            execution_runs = by_execution[row.id]
+            succeeded = sorted(run.step_id for run in execution_runs if run.status == "succeeded")
             assert succeeded == sorted(STEPS), (row.id, succeeded)
-            sequences = [run.sequence for run in mine]
+            sequences = [run.sequence for run in execution_runs]
             assert len(sequences) == len(set(sequences)), (row.id, sequences)
         assert sum(row.resumes for row in rows) >= 1, "no execution was ever resumed"
-        # The accounting API holds exactly one record per execution.
+        # The accounting API stores exactly one record per execution.
         stored = server.stored()
         keys = Counter(entry["idempotency_key"] for entry in stored)
         assert len(stored) == DELIVERIES
