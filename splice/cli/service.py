@@ -138,7 +138,7 @@ def _wait_for_signal() -> None:
 )
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
-    """Run API, webhooks, workers, scheduler and retention in one process.
+    """Run API, webhooks, worker, scheduler, retention and recovery in one process.
 
     On the embedded default (SQLite, the database queue, the local blob folder) nothing else
     is needed. SIGTERM or Ctrl-C stops accepting, then lets running executions finish for up
@@ -222,7 +222,11 @@ def worker(ctx: click.Context, concurrency: int | None) -> None:
 @cli.command()
 @click.pass_context
 def scheduler(ctx: click.Context) -> None:
-    """Fire the schedules of every enabled instance, prune old executions, relay the outbox."""
+    """Fire the schedules of every enabled instance and prune old executions.
+
+    It also relays the outbox when SPLICE_QUEUE_URL is set, and queues again the executions
+    that a queue lost.
+    """
     settings = _settings(ctx)
     _service_logging()
     runtime = _runtime(ctx, settings)
