@@ -207,7 +207,8 @@ def worker(ctx: click.Context, concurrency: int | None) -> None:
     _service_logging()
     runtime = _runtime(ctx, settings)
     try:
-        runtime.start_relay()
+        # No relay here: the API and the scheduler relay the outbox, so workers added for
+        # capacity add no polling of the database.
         runtime.start_worker(concurrency=concurrency)
         stderr.print(f"splice: worker {runtime.name} running", markup=False)
         _wait_for_signal()

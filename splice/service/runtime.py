@@ -30,6 +30,9 @@ from splice.store import RecordStore
 
 logger = logging.getLogger(__name__)
 
+OUTBOX_POLL = 0.5  # seconds between a relay's reads of the outbox
+QUEUE_POLL = 0.05  # seconds between a worker's reads of the database queue
+
 
 def open_blobs(settings: Settings) -> BlobStore:
     """Open the blob store that SPLICE_BLOB_URL names, else the local blob folder."""
@@ -48,9 +51,17 @@ class Runtime:
         try:
             self.blobs = open_blobs(settings)
             self.sealer = Sealer.from_settings(service.master_key, settings.data_dir)
-            self.outbox = DatabaseQueue(self.store, lease=service.lease, clock=clock)
-            self.queue: Queue = self.outbox
             self.relayed = service.queue_url is not None
+            # As the outbox, the database is read by relays, which this process wakes at
+            # once after its own commits; entries that other processes (the CLI) commit wait
+            # for the next poll. As the queue, workers poll it for other processes' entries.
+            self.outbox = DatabaseQueue(
+                self.store,
+                lease=service.lease,
+                clock=clock,
+                poll_interval=OUTBOX_POLL if self.relayed else QUEUE_POLL,
+            )
+            self.queue: Queue = self.outbox
             if service.queue_url is not None:
                 from splice.queue.redis import RedisQueue
 
