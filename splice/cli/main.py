@@ -273,8 +273,7 @@ def _unknown_execution(execution_id: str) -> UsageError:
         value=execution_id,
         # Ids start with their creation time, so executions of the same minute share the
         # first 8 characters.
-        fix="give the whole id, or more of its characters; list ids with "
-        "`splice executions list`",
+        fix="give the whole id, or more of its characters; list ids with `splice executions list`",
     )
 
 

@@ -110,7 +110,7 @@ def mark_running(store: RecordStore, execution_id: str) -> None:
         .values(status="running", started_at=func.coalesce(executions.c.started_at, now()))
     )
     try:
-        with store.engine.begin() as connection:
+        with store.begin() as connection:
             connection.execute(statement)
     except SQLAlchemyError as error:
         raise StoreError(f"could not mark execution {execution_id} running: {error}") from error

@@ -88,7 +88,7 @@ class DatabaseQueue:
         returns the existing entry's id. After that entry is acknowledged, it adds a new one.
         """
         try:
-            with self.store.engine.begin() as connection:
+            with self.store.begin() as connection:
                 entry_id = self._insert(connection, execution_id)
         except SQLAlchemyError as error:
             raise StoreError(
@@ -188,7 +188,7 @@ class DatabaseQueue:
             .returning(table.c.id, table.c.execution_id, table.c.deliveries, table.c.available_at)
         )
         try:
-            with self.store.engine.begin() as connection:
+            with self.store.begin() as connection:
                 rows = list(connection.execute(statement))
         except SQLAlchemyError as error:
             raise StoreError(
@@ -216,7 +216,7 @@ class DatabaseQueue:
         now = self.clock()
         renewed: set[int] = set()
         try:
-            with self.store.engine.begin() as connection:
+            with self.store.begin() as connection:
                 for entry in entries:
                     row_id = connection.execute(
                         update(queue_entries)
@@ -238,7 +238,7 @@ class DatabaseQueue:
         An entry that the consumer no longer owns is left in place, and a warning is logged.
         """
         try:
-            with self.store.engine.begin() as connection:
+            with self.store.begin() as connection:
                 deleted = connection.execute(
                     delete(queue_entries).where(self._held_by(consumer, entry))
                 ).rowcount
@@ -265,7 +265,7 @@ class DatabaseQueue:
         that the consumer no longer holds is left in place, and a warning is logged.
         """
         try:
-            with self.store.engine.begin() as connection:
+            with self.store.begin() as connection:
                 released = connection.execute(
                     update(queue_entries)
                     .where(self._held_by(consumer, entry))

@@ -55,7 +55,7 @@ def cancel_execution(store: RecordStore, execution_id: str) -> str:
     that already ended.
     """
     moment = now()
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         row = connection.execute(
             select(executions.c.id, executions.c.status).where(executions.c.id == execution_id)
         ).first()

@@ -125,7 +125,7 @@ class Instances:
             json.dumps({"values": config.values, "secrets": config.secrets}).encode()
         )
         moment = utc(self.clock())
-        with self.store.engine.begin() as connection:
+        with self.store.begin() as connection:
             customer_id = self._customer(connection, customer, moment)
             existing = connection.execute(
                 select(instances.c.id).where(
@@ -368,7 +368,7 @@ class Instances:
 
     def set_enabled(self, instance_id: str, enabled: bool) -> None:
         """Enable or disable the instance's webhooks and schedules."""
-        with self.store.engine.begin() as connection:
+        with self.store.begin() as connection:
             connection.execute(
                 update(instances)
                 .where(instances.c.id == instance_id)

@@ -120,7 +120,7 @@ class Intake:
         execution_id = execution_id or new_execution_id()
         moment = utc(self.clock())
         try:
-            with self.store.engine.begin() as connection:
+            with self.store.begin() as connection:
                 if delivery_id is not None:
                     first = self._claim_delivery(
                         connection, instance.id, flow, delivery_id, execution_id, moment
@@ -168,7 +168,7 @@ class Intake:
             "fired_at": moment.replace(tzinfo=datetime.UTC).isoformat(),
         }
         try:
-            with self.store.engine.begin() as connection:
+            with self.store.begin() as connection:
                 moved = connection.execute(
                     update(schedule_states).where(condition).values(last_fired=due)
                 ).rowcount

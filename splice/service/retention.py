@@ -66,13 +66,13 @@ def prune(
             break
         for execution_id in ids:
             blob_count += blobs.delete_prefix(f"executions/{execution_id}")
-        with store.engine.begin() as connection:
+        with store.begin() as connection:
             # Explicit deletes too, for a SQLite connection without foreign keys enforced.
             connection.execute(delete(step_runs).where(step_runs.c.execution_id.in_(ids)))
             connection.execute(delete(logs).where(logs.c.execution_id.in_(ids)))
             connection.execute(delete(executions).where(executions.c.id.in_(ids)))
         pruned += len(ids)
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         deliveries = connection.execute(
             delete(webhook_deliveries).where(webhook_deliveries.c.received_at < delivered_before)
         ).rowcount

@@ -35,7 +35,7 @@ class Slots:
         now = self.clock()
         table = flow_slots
         of_flow = (table.c.instance_id == instance_id) & (table.c.flow == flow)
-        with self.store.engine.begin() as connection:
+        with self.store.begin() as connection:
             connection.execute(
                 _INSERTS[connection.dialect.name](table)
                 .values(
@@ -74,7 +74,7 @@ class Slots:
         """Extend the lease of every slot these executions hold."""
         if not execution_ids:
             return
-        with self.store.engine.begin() as connection:
+        with self.store.begin() as connection:
             connection.execute(
                 update(flow_slots)
                 .where(flow_slots.c.execution_id.in_(list(execution_ids)))
@@ -83,7 +83,7 @@ class Slots:
 
     def release(self, execution_id: str) -> int:
         """Free the slot the execution holds; return how many were freed (0 or 1)."""
-        with self.store.engine.begin() as connection:
+        with self.store.begin() as connection:
             return int(
                 connection.execute(
                     update(flow_slots)

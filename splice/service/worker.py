@@ -347,7 +347,7 @@ class Worker:
         """
         now = utc(self.clock())
         table = executions
-        with self.store.engine.begin() as connection:
+        with self.store.begin() as connection:
             updated = connection.execute(
                 update(table)
                 .where(
@@ -437,7 +437,7 @@ class Worker:
         if status == "failed":
             logger.error("execution %s failed before it started: %s", entry.execution_id, message)
         now = utc(self.clock())
-        with self.store.engine.begin() as connection:
+        with self.store.begin() as connection:
             connection.execute(
                 update(executions)
                 .where(
@@ -508,7 +508,7 @@ class Worker:
         running = [claim.entry.execution_id for claim in claims if claim.running]
         if not running:
             return
-        with self.store.engine.begin() as connection:
+        with self.store.begin() as connection:
             # NOTE: a worker whose heartbeats stalled past the lease (a paused VM) keeps running
             # an execution that another worker has taken over, and both write its records.
             # Stopping it needs an abandon path in the supervisor that writes no final record.

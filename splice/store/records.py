@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -113,6 +126,10 @@ class RecordStore:
         self.url = url
         self.engine = _create_engine(url)
         self._sqlite = self.engine.dialect.name == "sqlite"
+        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
+        # SQLite's busy handler for 1 ms, then longer. Threads of this process take turns
+        # on this lock first, so that only other processes ever meet the busy handler.
+        self._write_lock = threading.RLock() if self._sqlite else None
         self._paramstyle = self.engine.dialect.paramstyle
         self._insert_statements: dict[str, str] = {}
         # The second and its text, as one tuple so that threads never see half an update.
@@ -124,6 +141,16 @@ class RecordStore:
         store = cls(url)
         store.migrate()
         return store
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """Open a write transaction: ``engine.begin()``, one thread at a time on SQLite."""
+        if self._write_lock is None:
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with self._write_lock, self.engine.begin() as connection:
+            yield connection
 
     def close(self) -> None:
         self.engine.dispose()
@@ -147,7 +174,7 @@ class RecordStore:
 
             config = Config()
             config.set_main_option("script_location", str(MIGRATIONS))
-            with self.engine.begin() as connection:
+            with self.begin() as connection:
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except SQLAlchemyError as error:
@@ -237,7 +264,7 @@ class RecordStore:
 
     def _write(self, action: Any) -> None:
         try:
-            with self.engine.begin() as connection:
+            with self.begin() as connection:
                 action(connection)
         except SQLAlchemyError as error:
             raise StoreError(f"could not write records to {_safe(self.url)}: {error}") from error
