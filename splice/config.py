@@ -53,7 +53,11 @@ def resolve_config(
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> ConfigValues:
-    """Gather, convert and check every config value; raise ConfigError naming the source."""
+    """Gather, convert and check every config value; raise ConfigError naming the source.
+
+    ``environ`` holds the SPLICE_CONFIG_* variables to read; None reads none (splice deploy,
+    whose instances must not depend on the environment of the host that deployed them).
+    """
     declared = integration.config
     raw: dict[str, tuple[Any, str]] = {}
     fields: dict[str, dict[str, tuple[Any, str]]] = {}
@@ -64,7 +68,9 @@ def resolve_config(
         _from_assignment(assignment, declared, raw, fields)
     resolved = ConfigValues()
     for name, variable in declared.items():
-        value = _value_of(name, variable, raw.get(name), fields.get(name, {}))
+        value = _value_of(
+            name, variable, raw.get(name), fields.get(name, {}), environment=environ is not None
+        )
         resolved.values[name] = value
         resolved.secrets.extend(_secrets_of(name, variable, value))
     return resolved
@@ -174,15 +180,19 @@ def _value_of(
     variable: ConfigVariable,
     given: tuple[Any, str] | None,
     fields: Mapping[str, tuple[Any, str]],
+    *,
+    environment: bool = True,
 ) -> Any:
     if variable.type == "connection":
         return _connection(name, variable, given, fields)
     if given is None:
         if variable.required and variable.default is None:
+            # Name the environment variable only where the environment is read.
+            sources = f", {environment_name(name)}" if environment else ""
             raise ConfigError(
                 "required but not set",
                 variable=name,
-                fix=f"set it with --config {name}=VALUE, {environment_name(name)} or --config-file",
+                fix=f"set it with --config {name}=VALUE{sources} or --config-file",
             )
         return variable.default
     value, source = given

@@ -52,6 +52,7 @@ class SandboxSettings:
 
 
 GIB = 1024 * MIB
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 DAY = 86_400.0
 
 
@@ -85,6 +86,15 @@ class ServiceSettings:
             )
         from splice.blobs.url import parse_blob_url
 
+        queue_url = env.get("SPLICE_QUEUE_URL") or None
+        if queue_url is not None and not queue_url.startswith(REDIS_SCHEMES):
+            scheme = queue_url.partition("://")[0] if "://" in queue_url else queue_url[:20]
+            raise SettingError(
+                f"the queue URL's scheme {scheme!r} is not one of Redis's",
+                setting="SPLICE_QUEUE_URL",
+                fix="give a Redis URL such as redis://127.0.0.1:6379/0 (rediss:// for TLS, "
+                "unix:///path/to/redis.sock), or unset it to use the database as the queue",
+            )
         blob_url = env.get("SPLICE_BLOB_URL") or None
         parse_blob_url(blob_url)  # raises SettingError for a value that names no store
         lease = _seconds(env, "SPLICE_LEASE", 30.0)
@@ -93,7 +103,7 @@ class ServiceSettings:
             host=host,
             port=port,
             public_url=(env.get("SPLICE_PUBLIC_URL") or "").rstrip("/"),
-            queue_url=env.get("SPLICE_QUEUE_URL") or None,
+            queue_url=queue_url,
             blob_url=blob_url,
             master_key=env.get("SPLICE_MASTER_KEY") or None,
             max_body=_integer(env, "SPLICE_WEBHOOK_MAX_BODY", GIB, minimum=1024),

@@ -427,8 +427,12 @@ class Supervisor:
             complete,
             extra={"execution_id": launch.execution_id},
         )
+        steps = "step" if complete == 1 else "steps"
         event = LogEvent(
-            None, "info", time.time(), f"resumed from checkpoint: {complete} steps already complete"
+            None,
+            "info",
+            time.time(),
+            f"resumed from checkpoint: {complete} {steps} already complete",
         )
         recorder.add(event)
         if on_event is not None:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 
 from splice.config import ConfigValues, resolve_config
-from splice.definition.expressions import compile_value
+from splice.definition.expressions import compile_value, references
 from splice.definition.model import Integration, ScheduleTrigger, WebhookTrigger
 from splice.errors import ConfigError, ExpressionError, NotFoundError, RequestError
 from splice.service.sealing import Sealer
@@ -118,7 +118,7 @@ class Instances:
         if not customer:
             raise RequestError("the customer name is empty; give one with --customer NAME")
         config = resolve_config(
-            integration, assignments=assignments, config_file=config_file, environ={}
+            integration, assignments=assignments, config_file=config_file, environ=None
         )
         schedules = self._schedules(integration, config)
         sealed = self.sealer.seal(
@@ -197,30 +197,30 @@ class Instances:
                 continue
             where = f"flows.{name}.trigger.cron"
             cron = trigger.cron
+            # Errors name the config variable the cron comes from, where there is one.
+            names = [ref.name for ref in references(cron) if ref.root == "config" and ref.name]
+            variable = names[0] if names else where
+            used_by = f"the schedule of flow {name!r} ({where})"
             if "{{" in cron:
                 try:
                     cron = compile_value(cron, where=where)({"config": config.values})
                 except ExpressionError as error:
                     raise ConfigError(
-                        f"the schedule of flow {name!r} could not be evaluated: {error}",
-                        variable=where,
-                        fix="set the config variable it names to a five-field cron",
+                        f"{used_by} could not be evaluated: {error}",
+                        variable=variable,
+                        fix="set it to a five-field cron such as '0 6 * * 1-5'",
                     ) from None
                 if not isinstance(cron, str):
                     raise ConfigError(
-                        f"the schedule of flow {name!r} is {cron!r}, not a cron string",
-                        variable=where,
-                        fix="set the config variable it names to a five-field cron such as "
-                        "'0 6 * * 1-5'",
+                        f"{cron!r} is not a cron string, as {used_by} needs",
+                        variable=variable,
+                        fix="set it to a five-field cron such as '0 6 * * 1-5'",
                     )
             try:
                 Schedule(cron, trigger.timezone)
             except ScheduleError as error:
-                raise ConfigError(
-                    f"the schedule of flow {name!r} is invalid: {error}",
-                    variable=where,
-                    fix="give a five-field cron that fires, such as '0 6 * * 1-5'",
-                ) from None
+                # The ScheduleError's message ends with its own fix.
+                raise ConfigError(f"{used_by} is unusable: {error}", variable=variable) from None
             found[name] = (cron, trigger.timezone, trigger.catch_up)
         return found
 

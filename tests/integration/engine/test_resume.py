@@ -90,7 +90,7 @@ def test_resume_continues_log_sequence(resumed: Resumed) -> None:
 
 def test_resume_logs_checkpoint(resumed: Resumed) -> None:
     """The first new log line gives the number of steps already complete."""
-    assert "resumed from checkpoint: 1 steps already complete" == resumed.logs[2]["message"]
+    assert "resumed from checkpoint: 1 step already complete" == resumed.logs[2]["message"]
 
 
 def test_resume_counts_all_runs(resumed: Resumed, any_database_worker: Worker) -> None:

@@ -244,10 +244,20 @@ def test_unknown_variable_file(integration, tmp_path):
 def test_missing_required(integration):
     """A required variable that no source sets names every way to set it."""
     with pytest.raises(ConfigError) as raised:
-        resolve_config(integration, assignments=[])
+        resolve_config(integration, assignments=[], environ={})
     assert str(raised.value) == (
         "config variable 'inbox': required but not set; set it with "
         "--config inbox=VALUE, SPLICE_CONFIG_INBOX or --config-file"
+    )
+
+
+def test_missing_required_without_environment(integration):
+    """Where no environment is read (splice deploy), the hint leaves SPLICE_CONFIG_* out."""
+    with pytest.raises(ConfigError) as raised:
+        resolve_config(integration, assignments=[])
+    assert str(raised.value) == (
+        "config variable 'inbox': required but not set; set it with "
+        "--config inbox=VALUE or --config-file"
     )
 
 
