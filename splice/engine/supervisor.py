@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,8 @@ class Supervisor:
             OrderedDict()
         )
         self._dumps_lock = threading.Lock()
+        # Removes scratch folders of ended executions; Python joins it at exit.
+        self._cleaner = ThreadPoolExecutor(1, thread_name_prefix="splice-scratch-cleanup")
 
     def execute(
         self,
@@ -281,12 +284,15 @@ class Supervisor:
             )  # fmt: skip
             return self._run(launch, on_event, cancel, started)
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            # Every record is committed by now, so the removal (a millisecond or more for a
+            # scratch folder with files) need not delay the caller.
+            self._cleaner.submit(shutil.rmtree, scratch, ignore_errors=True)
 
     def _new_scratch(self, execution_id: str) -> Path:
         """Create the execution's scratch directory, emptying one that a dead worker left."""
         scratch = self.settings.scratch_dir / execution_id
-        shutil.rmtree(scratch, ignore_errors=True)
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True, mode=0o700)
         return scratch
 
