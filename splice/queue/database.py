@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, event, select, update
+from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -103,15 +103,12 @@ class DatabaseQueue:
         The caller writes the execution record through the same ``connection`` and commits
         both together. A rollback removes both. A repeated execution id behaves as in
         :meth:`enqueue`. Database errors propagate unchanged, so the caller's own error
-        handling decides about its transaction.
+        handling decides about its transaction. Call :meth:`notify` after the commit, so
+        that waiting claims of this object take the entry at once instead of at their next
+        poll. (SQLAlchemy's commit event fires before the commit, when a claim cannot see
+        the entry yet.)
         """
-        entry_id = self._insert(connection, execution_id)
-        # Wake waiting claims once the caller commits. The listener stays on this Connection
-        # object, which lives for one transaction block. A later commit on it only causes a
-        # spurious wakeup.
-        if not event.contains(connection, "commit", self._on_commit):
-            event.listen(connection, "commit", self._on_commit)
-        return entry_id
+        return self._insert(connection, execution_id)
 
     def _insert(self, connection: Connection, execution_id: str) -> str:
         moment = utc(self.clock())
@@ -303,7 +300,8 @@ class DatabaseQueue:
             self._wakeups += 1
             self._wakeup.notify_all()
 
-    def _on_commit(self, connection: Connection) -> None:
+    def notify(self) -> None:
+        """Wake the waiting claims of this object: entries were committed through enqueue_in."""
         self._notify_waiters()
 
     def close(self) -> None:

@@ -138,6 +138,7 @@ class Intake:
                 f"failed to record the {trigger_type} execution of flow {flow!r} of instance "
                 f"{instance.id}: {error}. Check that the records database is reachable and retry."
             ) from error
+        self.outbox.notify()  # committed: a relay or worker of this process claims it now
         return Accepted(execution_id)
 
     def fire(
@@ -183,6 +184,7 @@ class Intake:
                 f"failed to fire the schedule of flow {flow!r} of instance {instance.id} "
                 f"due at {due.isoformat()}Z: {error}. The scheduler retries on its next tick."
             ) from error
+        self.outbox.notify()
         return execution_id
 
     def _insert(

@@ -256,6 +256,7 @@ def test_claim_waits_for_enqueue(store: RecordStore) -> None:
         time.sleep(0.1)
         with store.engine.begin() as connection:
             queue.enqueue_in(connection, "exec-1")
+        queue.notify()
 
     enqueuer = threading.Thread(target=enqueue_later)
     started = time.monotonic()
