@@ -31,7 +31,6 @@ from sqlalchemy import create_engine, select
 
 from splice.engine.values import decode
 from splice.store.tables import executions, step_runs
-from tests.acceptance.test_cli import Server, server  # noqa: F401  (the accounting API)
 from tests.conftest import EXAMPLE_DIR
 from tests.integration.conftest import postgres_url  # noqa: F401
 from tests.integration.queue.redis_server import RedisServer, free_port

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.acceptance.conftest import Server
 from tests.conftest import EXAMPLE_DIR
 
 SPLICE = Path(sys.executable).parent / "splice"
@@ -188,51 +187,10 @@ def serve(splice: Splice, tmp_path: Path) -> Iterator[Callable[[], Served]]:
             served.process.wait(timeout=30)
 
 
-@dataclass
-class AccountingServer:
-    url: str
-    api_key: str
-
-    def stored(self) -> list[dict[str, Any]]:
-        answer = httpx.get(f"{self.url}/invoices", headers={"X-API-Key": self.api_key})
-        answer.raise_for_status()
-        return list(answer.json())
-
-
 @pytest.fixture
-def accounting() -> Iterator[AccountingServer]:
-    """The example accounting API on a free port of 127.0.0.1, stopped by its PID."""
-    api_key = secrets.token_urlsafe(16)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(EXAMPLE_DIR / "accounting_server.py"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            f"--api-key={api_key}",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(10)
-    try:
-        line = lines[0].strip() if lines else ""
-        assert line.startswith("listening on http://127.0.0.1:"), line
-        yield AccountingServer(line.removeprefix("listening on "), api_key)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        process.stdout.close()
+def accounting(server: Server) -> Server:
+    """The example accounting API on a free port of 127.0.0.1 (the shared fixture)."""
+    return server
 
 
 @pytest.fixture
@@ -428,7 +386,7 @@ def test_cancel_queued_execution(splice, greeter, serve):
 # -- serve --------------------------------------------------------------------------------
 
 
-def _deploy_invoice_sync(splice: Splice, accounting: AccountingServer) -> dict[str, Any]:
+def _deploy_invoice_sync(splice: Splice, accounting: Server) -> dict[str, Any]:
     return _deploy_json(
         splice,
         EXAMPLE_DIR / "integration.yaml",

@@ -7,34 +7,21 @@ instance metadata lookups, so boto3 never reads the machine's AWS setup.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 
 from splice.blobs import BlobStore, LocalBlobStore
 from splice.blobs.s3 import S3BlobStore
+from tests.integration.moto_server import run_moto_server
 
-MOTO_START_SECONDS = 30
 REGION = "us-east-1"
 STORE_PREFIX = "splice/blobs"
-
-
-def free_port() -> int:
-    """Return a port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -51,60 +38,11 @@ def aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a moto S3 server started for this session, which accepts any credentials."""
-    yield from run_moto_server(tmp_path_factory.mktemp("moto"), {})
-
-
-@pytest.fixture(scope="session")
 def moto_auth_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a moto S3 server that checks credentials, so it rejects the test credentials."""
     yield from run_moto_server(
         tmp_path_factory.mktemp("moto-auth"), {"INITIAL_NO_AUTH_ACTION_COUNT": "0"}
     )
-
-
-def run_moto_server(folder: Path, environment: dict[str, str]) -> Iterator[str]:
-    """Start moto's server on a free port, yield its URL, then stop it by its PID."""
-    if importlib.util.find_spec("moto") is None:
-        reason = "moto is not installed; install the dev extra to run the S3 tests"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    port = free_port()
-    log = folder / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **environment},
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_answering(url, process, log)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_until_answering(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll ``url`` until it responds; fail with the server's log if it exits or times out."""
-    deadline = time.monotonic() + MOTO_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"moto server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    pytest.fail(f"moto server did not answer on {url} within {MOTO_START_SECONDS} s")
 
 
 @pytest.fixture

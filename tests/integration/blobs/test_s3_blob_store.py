@@ -15,8 +15,9 @@ from botocore.exceptions import ClientError
 
 from splice.blobs import BlobNotFoundError, BlobStoreError, open_blob_store
 from splice.blobs.s3 import S3BlobStore
+from tests.integration.moto_server import free_port
 
-from .conftest import REGION, STORE_PREFIX, free_port
+from .conftest import REGION, STORE_PREFIX
 
 MIB = 1024 * 1024
 MANY_KEYS = 1010  # more than one DeleteObjects batch and one ListObjectsV2 page

@@ -5,12 +5,8 @@ Both listen on 127.0.0.1 on a free port and stop when the test session ends.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -21,13 +17,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 
 from splice.sdk import ActionContext
 from splice.testing import make_context
-
-MOTO_START_SECONDS = 30
 
 
 def free_port() -> int:
@@ -222,46 +215,3 @@ def context(tmp_path: Path) -> Iterator[ActionContext]:
     yield context
     for resource in context.resources.values():
         resource.close()
-
-
-@pytest.fixture(scope="session")
-def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a moto S3 server started for this session, stopped by its PID at the end."""
-    if importlib.util.find_spec("moto") is None:
-        reason = "moto is not installed; install the dev extra to run the S3 tests"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_answering(url, process, log)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_until_answering(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll ``url`` until it responds; fail with the server's log if it exits or times out."""
-    deadline = time.monotonic() + MOTO_START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"moto server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    pytest.fail(f"moto server did not answer on {url} within {MOTO_START_SECONDS} s")

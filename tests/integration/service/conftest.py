@@ -26,7 +26,6 @@ from splice.settings import Settings
 from tests.integration.blobs.conftest import (  # noqa: F401  (S3 fixtures, moto's server)
     aws_environment,
     bucket,
-    moto_url,
     s3_admin,
 )
 from tests.integration.queue.redis_server import free_port
