@@ -70,7 +70,7 @@ class ServiceSettings:
     sync_timeout: float = 30.0  # SPLICE_WEBHOOK_SYNC_TIMEOUT, seconds
     delivery_window: float = 7 * DAY  # SPLICE_WEBHOOK_DELIVERY_WINDOW, seconds
     worker_concurrency: int = 8  # SPLICE_WORKER_CONCURRENCY: executions a worker runs at once
-    lease: float = 30.0  # SPLICE_LEASE, seconds a worker holds an execution without renewing
+    lease: float = 30.0  # SPLICE_LEASE, seconds a worker keeps an execution without renewing
     drain_timeout: float = 60.0  # SPLICE_DRAIN_TIMEOUT, seconds a worker drains on SIGTERM
     schedule_interval: float = 1.0  # SPLICE_SCHEDULE_INTERVAL, seconds between due checks
     retention: float = 30 * DAY  # SPLICE_RETENTION_DAYS (0 keeps executions for ever)
@@ -118,7 +118,7 @@ class ServiceSettings:
         )
 
     def base_url(self) -> str:
-        """The base of webhook URLs: SPLICE_PUBLIC_URL, or the address the API listens on."""
+        """Return the base of webhook URLs: SPLICE_PUBLIC_URL, or the address the API listens on."""
         if self.public_url:
             return self.public_url
         host = f"[{self.host}]" if ":" in self.host else self.host

@@ -279,7 +279,7 @@ def _auth_field(auth: Mapping[str, Any], name: str) -> str:
 
 @functools.cache
 def tls_context() -> ssl.SSLContext:
-    """The TLS settings of every request: the system's defaults with certifi's CA bundle.
+    """Return the TLS settings of every request: the system's defaults with certifi's CA bundle.
 
     Loading the bundle takes tens of milliseconds, so the sandbox template builds it once
     and every execution forked from the template starts with it ready.
@@ -299,7 +299,7 @@ def _client(context: ActionContext) -> httpx.Client:
 
 
 def new_client() -> httpx.Client:
-    """A client as every execution gets it: no redirects followed, TLS from tls_context()."""
+    """Return a client as every execution gets it: no redirects followed, TLS from tls_context()."""
     # TCP_NODELAY: httpx writes the headers and a small body separately, and with Nagle's
     # algorithm the body then waits for the server's delayed ACK, 40 ms on Linux.
     transport = httpx.HTTPTransport(

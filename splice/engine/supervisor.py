@@ -94,8 +94,9 @@ class _Launch:
 def compile_sources(sources: Mapping[str, str]) -> dict[str, bytes]:
     """Compile customer code files for the child, marshalled; skip those that do not compile.
 
-    The child then loads code objects instead of compiling each file in every execution
-    (a few milliseconds per file); a file with a syntax error is compiled, and reported, there.
+    The child then loads code objects instead of compiling each file in every execution,
+    which takes a few milliseconds per file. A file with a syntax error is compiled, and
+    reported, in the child.
     """
     compiled = {}
     for name, text in sources.items():

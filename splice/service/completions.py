@@ -30,7 +30,7 @@ RESPOND_ACTION = "webhook.respond"
 
 @dataclass(frozen=True)
 class Completion:
-    """How an execution ended, with what a synchronous webhook responds."""
+    """The end of an execution, with the response a synchronous webhook sends."""
 
     execution_id: str
     status: str  # succeeded | failed | cancelled
@@ -189,7 +189,7 @@ class RedisCompletions(Completions):
                 )
                 self._stopping.wait(0.5)
             finally:
-                # Each subscription holds a connection of its own.
+                # Each subscription uses a connection of its own.
                 pubsub.close()
 
     def close(self) -> None:
