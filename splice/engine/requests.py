@@ -7,11 +7,12 @@ are never parsed in the worker's process.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from splice.triggers.bodies import build_trigger, parse_body
+from splice.triggers.bodies import ParsedBody, build_trigger, parse_body
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,12 @@ class WebhookRequest:
 
 
 def webhook_trigger(
-    *, method: str, headers: Iterable[tuple[str, str]], query_string: bytes, body: bytes
+    *,
+    method: str,
+    headers: Iterable[tuple[str, str]],
+    query_string: bytes,
+    body: bytes,
+    parse: bool = True,
 ) -> dict[str, Any]:
     """Build the trigger mapping of a webhook execution; ``trigger.raw`` is the body's bytes.
 
@@ -45,8 +51,39 @@ def webhook_trigger(
     """
     headers = list(headers)
     content_type = next((value for name, value in headers if name.lower() == "content-type"), None)
-    parsed = parse_body(content_type, body)
+    # Unparsed, the body's fields hold placeholders that no expression of the flow reads.
+    parsed = parse_body(content_type, body) if parse else ParsedBody(kind="binary")
     trigger = build_trigger(
         method=method, headers=headers, query_string=query_string, parsed=parsed, raw=body
     )
     return {"type": "webhook", **trigger}
+
+
+# What a flow may read of a trigger without the parsed body.
+_UNPARSED_FIELDS = ("raw", "method", "headers", "query", "type")
+_TRIGGER_USE = re.compile(r"\btrigger\b(?:\.(\w+))?")
+
+
+def reads_trigger_body(flow: Mapping[str, Any]) -> bool:
+    """Tell whether a flow (its definition as dumped) may read the parsed body of its trigger.
+
+    Conservative: any mention of ``trigger`` other than ``trigger.raw``, ``.method``,
+    ``.headers``, ``.query`` or ``.type`` in the flow's steps or result counts as reading
+    it, such as ``trigger.body`` or the whole ``trigger`` handed to customer code.
+    """
+    return any(
+        match.group(1) not in _UNPARSED_FIELDS
+        for text in _strings([flow.get("steps"), flow.get("result")])
+        for match in _TRIGGER_USE.finditer(text)
+    )
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)

@@ -31,7 +31,7 @@ from splice.engine.events import (
     StepStartEvent,
 )
 from splice.engine.recorder import Recorder
-from splice.engine.requests import WebhookRequest
+from splice.engine.requests import WebhookRequest, reads_trigger_body
 from splice.engine.staging import stage_checkpoints, stage_request
 from splice.engine.values import MSGPACK, Recorded, decode
 from splice.errors import ConfigError, DefinitionError, StoreError
@@ -412,7 +412,14 @@ class Supervisor:
             grants=launch.grants,
             timeout=self.settings.execution_timeout,
             packages_dir=str(launch.packages) if launch.packages is not None else None,
-            request=launch.request,
+            request=(
+                msgspec.structs.replace(
+                    launch.request,
+                    parse_body=reads_trigger_body(definition["flows"][launch.flow]),
+                )
+                if launch.request is not None
+                else None
+            ),
             checkpoints=launch.checkpoints,
             attempts=launch.progress.attempts,
         )

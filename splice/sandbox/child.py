@@ -272,4 +272,5 @@ def _trigger(spec: execution_spec.ExecutionSpec) -> dict[str, Any]:
         headers=request.headers,
         query_string=request.query_string,
         body=body,
+        parse=request.parse_body,
     )

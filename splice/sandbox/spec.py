@@ -26,6 +26,8 @@ class WebhookSpec(msgspec.Struct, array_like=True, omit_defaults=True):
     query_string: bytes
     body: bytes = b""  # the body inline, when ``body_file`` is None
     body_file: str | None = None  # or a file in the scratch directory holding it
+    # False when no step of the flow reads trigger.body, body_kind or body_problem.
+    parse_body: bool = True
 
 
 class ExecutionSpec(msgspec.Struct, omit_defaults=True):
