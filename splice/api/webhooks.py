@@ -254,8 +254,14 @@ def router(runtime: Runtime) -> APIRouter:
 
         accepted, waiter, timeout = outcome
         extra = {"duplicate": True} if accepted.duplicate else {}
+        # The id in a header as well, for HEAD requests, whose answers carry no body.
+        id_header = {"X-Splice-Execution-Id": accepted.execution_id}
         if waiter is None:
-            return JSONResponse({"execution_id": accepted.execution_id, **extra}, status_code=202)
+            return JSONResponse(
+                {"execution_id": accepted.execution_id, **extra},
+                status_code=202,
+                headers=id_header,
+            )
         try:
             completion = await wait_for_completion(runtime, accepted.execution_id, waiter, timeout)
         finally:
@@ -271,6 +277,7 @@ def router(runtime: Runtime) -> APIRouter:
                     **extra,
                 },
                 status_code=202,
+                headers=id_header,
             )
         if completion.from_store:
             completion = (

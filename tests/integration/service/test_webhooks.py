@@ -393,3 +393,11 @@ def test_sync_response_from_another_runtime(start_service, definition):
     assert response.status_code == 201
     assert response.json() == {"got": "Grace"}
     assert api.client.post(urls["fail"], content=b"").status_code == 500
+
+
+def test_head_request_gets_the_id_in_a_header(hooks):
+    service, urls = hooks
+    response = service.client.head(urls["inbox"])
+    assert response.status_code == 202
+    execution_id = response.headers["x-splice-execution-id"]
+    assert service.wait_for(execution_id).status == "succeeded"
