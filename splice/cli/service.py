@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,13 +130,20 @@ def _wait_for_signal() -> None:
         pass
 
 
+def _listen_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the --host and --port options of the commands that serve HTTP."""
+    command = click.option(
+        "--port",
+        type=click.IntRange(1, 65535),
+        help="TCP port to listen on [default: SPLICE_PORT or 8000].",
+    )(command)
+    return click.option(
+        "--host", help="Address to listen on [default: SPLICE_HOST or 127.0.0.1]."
+    )(command)
+
+
 @cli.command()
-@click.option("--host", help="Address to listen on [default: SPLICE_HOST or 127.0.0.1].")
-@click.option(
-    "--port",
-    type=click.IntRange(1, 65535),
-    help="TCP port to listen on [default: SPLICE_PORT or 8000].",
-)
+@_listen_options
 @click.pass_context
 def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Run API, webhooks, worker, scheduler, retention and recovery in one process.
@@ -168,12 +176,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
 
 
 @cli.command()
-@click.option("--host", help="Address to listen on [default: SPLICE_HOST or 127.0.0.1].")
-@click.option(
-    "--port",
-    type=click.IntRange(1, 65535),
-    help="TCP port to listen on [default: SPLICE_PORT or 8000].",
-)
+@_listen_options
 @click.pass_context
 def api(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Run the API and webhook receiver (and the outbox relay when SPLICE_QUEUE_URL is set)."""

@@ -194,23 +194,7 @@ def test_close_stops_running_execution(
     supervisor = Supervisor(
         store=worker.store, blobs=worker.blobs, sandbox=sandbox, settings=worker.settings
     )
-    integration = worker.load(definition(code_step("nap", "mark", "{name: nap, sleep: 60}")))
-    execution_id = worker.create(integration)
-    outcomes: list[ExecutionOutcome] = []
-
-    def run() -> None:
-        outcomes.append(
-            supervisor.run_execution(
-                execution_id,
-                integration,
-                flow="main",
-                config=worker.config(integration),
-                trigger={"type": "manual"},
-            )
-        )
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, outcomes = _start_napping(worker, supervisor, seconds=60)
     try:
         assert wait_for(lambda: "nap" in worker.marked()), "the step never started"
         template = sandbox._process
@@ -229,7 +213,28 @@ def test_dead_template_kills_children(worker: Worker, tmp_path: Path) -> None:
     supervisor = Supervisor(
         store=worker.store, blobs=worker.blobs, sandbox=sandbox, settings=worker.settings
     )
-    integration = worker.load(definition(code_step("nap", "mark", "{name: nap, sleep: 20}")))
+    thread, outcomes = _start_napping(worker, supervisor, seconds=20)
+    try:
+        assert wait_for(lambda: "nap" in worker.marked()), "the step never started"
+        template = sandbox._process
+        assert template is not None
+        template.kill()  # the template this test started
+        thread.join(15)
+    finally:
+        sandbox.close()
+        thread.join(60)
+    assert ["nap"] == worker.marked()
+    assert "failed" == outcomes[0].status
+    assert "SandboxError" == outcomes[0].error_type
+
+
+def _start_napping(
+    worker: Worker, supervisor: Supervisor, *, seconds: int
+) -> tuple[threading.Thread, list[ExecutionOutcome]]:
+    """Run a step that marks itself and sleeps, on a thread; its outcome lands in the list."""
+    integration = worker.load(
+        definition(code_step("nap", "mark", f"{{name: nap, sleep: {seconds}}}"))
+    )
     execution_id = worker.create(integration)
     outcomes: list[ExecutionOutcome] = []
 
@@ -246,15 +251,4 @@ def test_dead_template_kills_children(worker: Worker, tmp_path: Path) -> None:
 
     thread = threading.Thread(target=run)
     thread.start()
-    try:
-        assert wait_for(lambda: "nap" in worker.marked()), "the step never started"
-        template = sandbox._process
-        assert template is not None
-        template.kill()  # the template this test started
-        thread.join(15)
-    finally:
-        sandbox.close()
-        thread.join(60)
-    assert ["nap"] == worker.marked()
-    assert "failed" == outcomes[0].status
-    assert "SandboxError" == outcomes[0].error_type
+    return thread, outcomes
