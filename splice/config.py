@@ -55,7 +55,7 @@ def resolve_config(
 ) -> ConfigValues:
     """Gather, convert and check every config value; raise ConfigError naming the source.
 
-    ``environ`` holds the SPLICE_CONFIG_* variables to read; None reads none (splice deploy,
+    ``environ`` contains the SPLICE_CONFIG_* variables to read, and None reads none (splice deploy,
     whose instances must not depend on the environment of the host that deployed them).
     """
     declared = integration.config

@@ -7,7 +7,7 @@ differs in one way: each response leaves in a single ``send()`` on a socket with
 ``TCP_NODELAY``.
 
 The reason: ``http.server`` writes a response's headers and body in two writes by default.
-On a keep-alive connection, Nagle's algorithm then holds the body back until the client
+On a keep-alive connection, Nagle's algorithm then delays the body until the client
 acknowledges the headers, and Linux delays that acknowledgement (40 ms at least). With the
 harness's receiver, a POST on a reused ``http.client`` connection took 44 ms against 0.7 ms
 on a new connection (median of 50, on a 2-core AMD EPYC KVM guest); with this one, 0.2 ms.

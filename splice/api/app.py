@@ -370,7 +370,7 @@ def step_run_json(run: StepRunRecord) -> dict[str, Any]:
 
 
 def _preview(data: bytes | None, encoding: str | None, blob: str | None) -> Any:
-    """Decode a recorded value for JSON when inline and small, else say where it is.
+    """Decode a recorded value for JSON when inline and small, else describe where it is.
 
     A blob becomes ``{"blob": key}``, a value over PREVIEW_LIMIT ``{"size": n, "note": ...}``
     and bytes ``{"base64": ...}``.

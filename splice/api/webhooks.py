@@ -209,7 +209,7 @@ def router(runtime: Runtime) -> APIRouter:
                 execution_id=execution_id,
             )
         except BaseException:
-            # Nothing was recorded, so nobody would ever resolve the waiter.
+            # Nothing was recorded, so no worker would ever resolve the waiter.
             if waiter is not None:
                 runtime.completions.forget(execution_id, waiter)
             raise
@@ -254,7 +254,7 @@ def router(runtime: Runtime) -> APIRouter:
 
         accepted, waiter, timeout = outcome
         extra = {"duplicate": True} if accepted.duplicate else {}
-        # The id in a header as well, for HEAD requests, whose answers carry no body.
+        # The id in a header as well, for HEAD requests, whose responses carry no body.
         id_header = {"X-Splice-Execution-Id": accepted.execution_id}
         if waiter is None:
             return JSONResponse(

@@ -88,7 +88,7 @@ class S3BlobStore:
         """Store the chunks as the blob ``key`` and return its size in bytes.
 
         A blob smaller than PART_SIZE is sent with one PutObject. A larger one is sent as a
-        multipart upload, so memory holds about one part at a time. Any error, including
+        multipart upload, so memory contains about one part at a time. Any error, including
         one raised by ``chunks``, aborts the upload, and a blob already stored under ``key``
         stays as it was.
         """

@@ -137,9 +137,9 @@ def _listen_options(command: Callable[..., Any]) -> Callable[..., Any]:
         type=click.IntRange(1, 65535),
         help="TCP port to listen on [default: SPLICE_PORT or 8000].",
     )(command)
-    return click.option(
-        "--host", help="Address to listen on [default: SPLICE_HOST or 127.0.0.1]."
-    )(command)
+    return click.option("--host", help="Address to listen on [default: SPLICE_HOST or 127.0.0.1].")(
+        command
+    )
 
 
 @cli.command()

@@ -14,7 +14,7 @@ MAX_STATUS, MIN_STATUS = 599, 200
 
 @component.action(
     inputs={
-        "status": Input("integer", default=200, description="HTTP status code of the answer"),
+        "status": Input("integer", default=200, description="HTTP status code of the response"),
         "headers": Input("object", default={}, description="Response headers, name to value"),
         "body": Input(
             "any",

@@ -87,11 +87,11 @@ class ManualTrigger(_Model):
 
 
 class DeliveryId(_Model):
-    """Where a webhook delivery carries its id: one header, or one field of the body."""
+    """The place of a webhook delivery's id: one header, or one field of the body."""
 
     header: str | None = Field(None, min_length=1, max_length=200)
     body: str | None = Field(None, min_length=1, max_length=500)  # a dotted path, e.g. data.id
-    # A delivery without the id answers 400 when required, else starts an execution unchecked.
+    # A delivery without the id is rejected with 400 when required, else it is not checked.
     required: bool = True
 
     @model_validator(mode="after")

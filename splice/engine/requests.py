@@ -59,7 +59,7 @@ def webhook_trigger(
     return {"type": "webhook", **trigger}
 
 
-# What a flow may read of a trigger without the parsed body.
+# Trigger fields that a flow may read without the parsed body.
 _UNPARSED_FIELDS = ("raw", "method", "headers", "query", "type")
 _TRIGGER_USE = re.compile(r"\btrigger\b(?:\.(\w+))?")
 

@@ -176,7 +176,7 @@ class RedisQueue:
         self._group_ready = False
 
     def ping(self) -> None:
-        """Raise QueueUnavailable unless Redis answers (for readiness checks)."""
+        """Raise QueueUnavailable unless Redis replies to PING (for readiness checks)."""
         try:
             self._client.ping()
         except (redis.ConnectionError, redis.TimeoutError) as error:

@@ -375,7 +375,7 @@ class Instances:
                 .values(enabled=enabled, updated_at=utc(self.clock()))
             )
         # Dropped after the commit, so that a load racing the update cannot cache the old
-        # state again. This process sees the change at once, others within CACHE_SECONDS.
+        # state again. This process reads the change at once, others within CACHE_SECONDS.
         with self._lock:
             self._loaded.pop(instance_id, None)
 

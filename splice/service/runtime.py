@@ -52,8 +52,8 @@ class Runtime:
             self.blobs = open_blobs(settings)
             self.sealer = Sealer.from_settings(service.master_key, settings.data_dir)
             self.relayed = service.queue_url is not None
-            # As the outbox, the database is read by relays, which this process wakes at
-            # once after its own commits; entries that other processes (the CLI) commit wait
+            # As the outbox, the database is read by relays. This process wakes its relay
+            # after its own commits, and entries that other processes (the CLI) commit wait
             # for the next poll. As the queue, workers poll it for other processes' entries.
             self.outbox = DatabaseQueue(
                 self.store,

@@ -1,7 +1,7 @@
 """The scheduler: fires the due times of every enabled instance's schedule flows.
 
-Each tick reads the schedules with the due time they last fired and asks each
-:class:`~splice.triggers.schedule.Schedule` which due time to fire now. After downtime its
+Each tick reads the schedules with the due time they last fired, and each
+:class:`~splice.triggers.schedule.Schedule` returns the due time to fire now. After downtime its
 catch-up policy decides. The scheduler fires that due time through :meth:`Intake.fire`,
 which moves the last fired due time forward in the transaction that writes the execution.
 Two schedulers that see the same due time race on that update, and exactly one of them wins.

@@ -298,7 +298,7 @@ class Worker:
     def _execute(self, claim: _Claim) -> None:
         """Run one claimed execution, then acknowledge its entry and free its slot.
 
-        Every error is logged here, because the pool would keep it in a future nobody reads.
+        Every error is logged here, because the pool would keep it in a future that is never read.
         """
         entry = claim.entry
         execution_id = entry.execution_id

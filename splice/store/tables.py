@@ -49,8 +49,8 @@ executions = Table(
     # body is inline or in the blob store (trigger_blob).
     Column("trigger", LargeBinary()),
     Column("trigger_blob", String(300)),
-    # The worker running it and until when its lease holds; a worker renews the lease while
-    # it runs, and another worker takes over an execution whose lease expired.
+    # The worker running it, and the end of its lease. The worker renews the lease while it
+    # runs, so another worker takes over an execution whose lease expired.
     Column("worker", String(200)),
     Column("lease_until", DateTime()),
     Column("resumes", Integer(), nullable=False, default=0),
